@@ -1,0 +1,174 @@
+//! The proxy's configuration: one TOML file, read into [`raw`] structs by
+//! serde and turned into a validated [`Config`] of real types in one step,
+//! which reports every problem at once, each with the field it is about.
+
+mod raw;
+mod units;
+
+pub use units::{parse_duration, parse_size};
+
+use crate::names::{BackendName, ListenerName, PluginName};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Largest memory cap a plugin may ask for; the runtime's pool reserves
+/// address space for it.
+pub const MAX_PLUGIN_MEMORY: u64 = 1 << 30;
+/// Largest sniff buffer a listener may ask for.
+pub const MAX_INSPECT_BYTES: u64 = 1 << 20;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (relative plugin paths are resolved from its directory).
+    pub source: PathBuf,
+    pub listeners: Vec<ListenerConfig>,
+    pub backends: BTreeMap<BackendName, BackendConfig>,
+    pub plugins: BTreeMap<PluginName, PluginConfig>,
+    pub demo_servers: Vec<DemoServer>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: ListenerName,
+    pub bind: SocketAddr,
+    /// The sniff plugin that classifies each new connection.
+    pub sniff: PluginName,
+    /// Where `forward-default` verdicts go.
+    pub default_backend: Option<BackendName>,
+    /// How long the sniff stage waits for bytes before asking the plugin to decide.
+    pub inspect_timeout: Duration,
+    /// How many bytes the sniff stage reads at most before asking the plugin to decide.
+    pub max_inspect_bytes: usize,
+    /// What happens when the sniff plugin fails (trap, CPU budget, memory cap).
+    pub fallback: Fallback,
+}
+
+/// What a listener does with a connection whose plugin decision failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fallback {
+    Close,
+    Backend(BackendName),
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub name: BackendName,
+    /// `host:port` strings; names are resolved at each connect.
+    pub servers: Vec<String>,
+    pub connect_timeout: Duration,
+    /// A relayed connection with no bytes in either direction for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    pub name: PluginName,
+    pub source: PluginSource,
+    /// The plugin's `settings` table as JSON, handed to its `init`.
+    pub settings_json: String,
+    pub limits: PluginLimits,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// A component compiled into the binary (`builtin = "sniff"`).
+    Builtin(String),
+    /// A `.wasm` component on disk.
+    File(PathBuf),
+}
+
+/// Sandbox limits applied to every call into a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Fuel per call (roughly one unit per WebAssembly instruction).
+    pub cpu_budget: u64,
+    /// Cap on the instance's linear memory, in bytes.
+    pub memory_limit: u64,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self { cpu_budget: 10_000_000, memory_limit: 16 << 20 }
+    }
+}
+
+/// A small server sluice runs itself so an example works with nothing else
+/// installed (`[[demo-servers]]`). Not for production.
+#[derive(Debug, Clone)]
+pub struct DemoServer {
+    pub bind: SocketAddr,
+    pub kind: DemoKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoKind {
+    /// Echoes every byte back.
+    Echo,
+    /// Answers every HTTP/1 request with a short text page.
+    Http,
+    /// Speaks first: sends a greeting line, then echoes.
+    Banner,
+}
+
+/// Everything wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+/// One thing wrong with a config, and the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(f, "{}: {n} problem{}", self.file.display(), if n == 1 { "" } else { "s" })?;
+        for problem in &self.problems {
+            if problem.field.is_empty() {
+                write!(f, "\n  {}", problem.message)?;
+            } else {
+                write!(f, "\n  {}: {}", problem.field, problem.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![Problem { field: String::new(), message: format!("cannot read the file: {e}") }],
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse and validate config text; `path` names it in errors and anchors
+    /// relative plugin paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError { file: path.to_path_buf(), problems };
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+            // toml's message already names the line, column and key.
+            fail(vec![Problem { field: String::new(), message: e.to_string().trim_end().to_string() }])
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        raw.validate(path, base).map_err(fail)
+    }
+
+    pub fn listener(&self, name: &ListenerName) -> Option<&ListenerConfig> {
+        self.listeners.iter().find(|l| &l.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,317 @@
+//! The config file as written, and its validation into [`super::Config`].
+
+use super::units::{parse_duration, parse_size};
+use super::{
+    BackendConfig, Config, DemoKind, DemoServer, Fallback, ListenerConfig, MAX_INSPECT_BYTES,
+    MAX_PLUGIN_MEMORY, PluginConfig, PluginLimits, PluginSource, Problem,
+};
+use crate::builtin;
+use crate::names::{BackendName, ListenerName, PluginName};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    listeners: Vec<RawListener>,
+    #[serde(default)]
+    backends: BTreeMap<String, RawBackend>,
+    #[serde(default)]
+    plugins: BTreeMap<String, RawPlugin>,
+    #[serde(default)]
+    demo_servers: Vec<RawDemoServer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawListener {
+    name: String,
+    bind: String,
+    sniff: String,
+    default_backend: Option<String>,
+    inspect_timeout: Option<String>,
+    max_inspect_bytes: Option<SizeValue>,
+    fallback: Option<RawFallback>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawFallback {
+    /// `fallback = "close"`
+    Word(String),
+    /// `fallback = { backend = "name" }`
+    Backend {
+        backend: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawBackend {
+    servers: Vec<String>,
+    connect_timeout: Option<String>,
+    idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawPlugin {
+    file: Option<String>,
+    builtin: Option<String>,
+    cpu_budget: Option<u64>,
+    memory_limit: Option<SizeValue>,
+    #[serde(default)]
+    settings: toml::Table,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawDemoServer {
+    bind: String,
+    kind: String,
+}
+
+/// A size written as a number of bytes or a string with a unit.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeValue {
+    fn bytes(&self) -> Result<u64, String> {
+        match self {
+            SizeValue::Bytes(n) => Ok(*n),
+            SizeValue::Text(text) => parse_size(text),
+        }
+    }
+}
+
+const DEFAULT_INSPECT_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_MAX_INSPECT_BYTES: u64 = 8 << 10;
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Collects problems while validating, so the operator sees all of them at once.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem { field: field.into(), message: message.into() });
+    }
+
+    /// Keep the value, or record the error and keep nothing.
+    fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|message| self.add(field, message)).ok()
+    }
+}
+
+impl RawConfig {
+    pub fn validate(self, path: &Path, base: &Path) -> Result<Config, Vec<Problem>> {
+        let mut problems = Problems::default();
+
+        let backend_names: HashSet<&str> = self.backends.keys().map(String::as_str).collect();
+        let plugin_names: HashSet<&str> = self.plugins.keys().map(String::as_str).collect();
+        let known_backend = |problems: &mut Problems, field: &str, name: &str| {
+            if backend_names.contains(name) {
+                Some(BackendName::new(name))
+            } else {
+                problems.add(field, format!("no backend named `{name}` (see [backends])"));
+                None
+            }
+        };
+
+        if self.listeners.is_empty() {
+            problems.add("listeners", "at least one [[listeners]] entry is required");
+        }
+        let mut listener_names = HashSet::new();
+        let mut listeners = Vec::new();
+        for (i, raw) in self.listeners.iter().enumerate() {
+            let at = |key: &str| format!("listeners[{i}].{key}");
+            if raw.name.is_empty() || !listener_names.insert(raw.name.as_str()) {
+                problems.add(at("name"), format!("listener names must be unique and non-empty (`{}`)", raw.name));
+            }
+            let bind = problems.check(&at("bind"), parse_socket_addr(&raw.bind));
+            if !plugin_names.contains(raw.sniff.as_str()) {
+                problems.add(at("sniff"), format!("no plugin named `{}` (see [plugins])", raw.sniff));
+            }
+            let default_backend = match &raw.default_backend {
+                Some(name) => known_backend(&mut problems, &at("default-backend"), name),
+                None => None,
+            };
+            let inspect_timeout = match &raw.inspect_timeout {
+                Some(text) => problems.check(&at("inspect-timeout"), positive_duration(text)),
+                None => Some(DEFAULT_INSPECT_TIMEOUT),
+            };
+            let max_inspect_bytes = match &raw.max_inspect_bytes {
+                Some(size) => problems.check(
+                    &at("max-inspect-bytes"),
+                    size.bytes().and_then(|n| in_range(n, 1, MAX_INSPECT_BYTES)),
+                ),
+                None => Some(DEFAULT_MAX_INSPECT_BYTES),
+            };
+            let fallback = match &raw.fallback {
+                None => Some(Fallback::Close),
+                Some(RawFallback::Word(word)) if word == "close" => Some(Fallback::Close),
+                Some(RawFallback::Word(word)) => {
+                    problems.add(
+                        at("fallback"),
+                        format!("`{word}` is not a fallback (use \"close\" or {{ backend = \"name\" }})"),
+                    );
+                    None
+                }
+                Some(RawFallback::Backend { backend }) => {
+                    known_backend(&mut problems, &at("fallback.backend"), backend).map(Fallback::Backend)
+                }
+            };
+            if let (Some(bind), Some(inspect_timeout), Some(max_inspect_bytes), Some(fallback)) =
+                (bind, inspect_timeout, max_inspect_bytes, fallback)
+            {
+                listeners.push(ListenerConfig {
+                    name: ListenerName::new(raw.name.as_str()),
+                    bind,
+                    sniff: PluginName::new(raw.sniff.as_str()),
+                    default_backend,
+                    inspect_timeout,
+                    max_inspect_bytes: max_inspect_bytes as usize,
+                    fallback,
+                });
+            }
+        }
+
+        let mut backends = BTreeMap::new();
+        for (name, raw) in &self.backends {
+            let at = |key: &str| format!("backends.{name}.{key}");
+            if raw.servers.is_empty() {
+                problems.add(at("servers"), "a backend needs at least one server");
+            }
+            for (j, server) in raw.servers.iter().enumerate() {
+                problems.check(&format!("backends.{name}.servers[{j}]"), check_server(server));
+            }
+            let connect_timeout = match &raw.connect_timeout {
+                Some(text) => problems.check(&at("connect-timeout"), positive_duration(text)),
+                None => Some(DEFAULT_CONNECT_TIMEOUT),
+            };
+            let idle_timeout = match &raw.idle_timeout {
+                Some(text) => problems.check(&at("idle-timeout"), positive_duration(text)),
+                None => Some(DEFAULT_IDLE_TIMEOUT),
+            };
+            if let (Some(connect_timeout), Some(idle_timeout)) = (connect_timeout, idle_timeout) {
+                let name = BackendName::new(name.as_str());
+                let servers = raw.servers.clone();
+                backends.insert(name.clone(), BackendConfig { name, servers, connect_timeout, idle_timeout });
+            }
+        }
+
+        let mut plugins = BTreeMap::new();
+        for (name, raw) in &self.plugins {
+            let at = |key: &str| format!("plugins.{name}.{key}");
+            let source = match (&raw.file, &raw.builtin) {
+                (Some(file), None) => {
+                    let file = base.join(file);
+                    if file.is_file() {
+                        Some(PluginSource::File(file))
+                    } else {
+                        problems.add(at("file"), format!("{} does not exist or is not a file", file.display()));
+                        None
+                    }
+                }
+                (None, Some(builtin)) if builtin::component(builtin).is_some() => {
+                    Some(PluginSource::Builtin(builtin.clone()))
+                }
+                (None, Some(builtin)) => {
+                    let known = builtin::NAMES.join(", ");
+                    problems.add(at("builtin"), format!("no built-in plugin `{builtin}` (built-in: {known})"));
+                    None
+                }
+                _ => {
+                    problems.add(format!("plugins.{name}"), "set exactly one of `file` or `builtin`");
+                    None
+                }
+            };
+            let defaults = PluginLimits::default();
+            let cpu_budget = problems.check(
+                &at("cpu-budget"),
+                in_range(raw.cpu_budget.unwrap_or(defaults.cpu_budget), 1_000, 10_000_000_000),
+            );
+            let memory_limit = match &raw.memory_limit {
+                Some(size) => problems.check(
+                    &at("memory-limit"),
+                    size.bytes().and_then(|n| in_range(n, 64 << 10, MAX_PLUGIN_MEMORY)),
+                ),
+                None => Some(defaults.memory_limit),
+            };
+            let settings_json = problems.check(
+                &at("settings"),
+                serde_json::to_string(&raw.settings).map_err(|e| format!("cannot encode as JSON: {e}")),
+            );
+            if let (Some(source), Some(cpu_budget), Some(memory_limit), Some(settings_json)) =
+                (source, cpu_budget, memory_limit, settings_json)
+            {
+                let name = PluginName::new(name.as_str());
+                let limits = PluginLimits { cpu_budget, memory_limit };
+                plugins.insert(name.clone(), PluginConfig { name, source, settings_json, limits });
+            }
+        }
+
+        let mut demo_servers = Vec::new();
+        for (i, raw) in self.demo_servers.iter().enumerate() {
+            let bind = problems.check(&format!("demo-servers[{i}].bind"), parse_socket_addr(&raw.bind));
+            let kind = match raw.kind.as_str() {
+                "echo" => Some(DemoKind::Echo),
+                "http" => Some(DemoKind::Http),
+                "banner" => Some(DemoKind::Banner),
+                other => {
+                    let message = format!("unknown demo server kind `{other}` (echo, http, banner)");
+                    problems.add(format!("demo-servers[{i}].kind"), message);
+                    None
+                }
+            };
+            if let (Some(bind), Some(kind)) = (bind, kind) {
+                demo_servers.push(DemoServer { bind, kind });
+            }
+        }
+
+        if !problems.0.is_empty() {
+            return Err(problems.0);
+        }
+        Ok(Config { source: path.to_path_buf(), listeners, backends, plugins, demo_servers })
+    }
+}
+
+fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not an address with a port (e.g. \"127.0.0.1:8080\" or \"[::1]:8080\")"))
+}
+
+/// A server is `ip:port` or `name:port`.
+fn check_server(text: &str) -> Result<(), String> {
+    if text.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => Ok(()),
+        _ => Err(format!("`{text}` is not `host:port` (e.g. \"127.0.0.1:9000\" or \"web-1.internal:80\")")),
+    }
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("`{text}` must be longer than zero")),
+        d => Ok(d),
+    }
+}
+
+fn in_range(value: u64, min: u64, max: u64) -> Result<u64, String> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{value} is out of range ({min} to {max})"))
+    }
+}

@@ -1,0 +1,103 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("test.toml"))
+}
+
+fn problems(text: &str) -> Vec<String> {
+    let err = parse(text).expect_err("config should be refused");
+    err.problems.iter().map(|p| format!("{}: {}", p.field, p.message)).collect()
+}
+
+const MINIMAL: &str = r#"
+[[listeners]]
+name = "main"
+bind = "127.0.0.1:0"
+sniff = "sniff"
+default-backend = "echo"
+
+[backends.echo]
+servers = ["127.0.0.1:9000"]
+
+[plugins.sniff]
+builtin = "sniff"
+"#;
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let config = parse(MINIMAL).unwrap();
+    let listener = &config.listeners[0];
+    assert_eq!(listener.inspect_timeout, Duration::from_secs(1));
+    assert_eq!(listener.max_inspect_bytes, 8192);
+    assert_eq!(listener.fallback, Fallback::Close);
+    let plugin = &config.plugins[&PluginName::new("sniff")];
+    assert_eq!(plugin.settings_json, "{}");
+    assert_eq!(plugin.limits, PluginLimits::default());
+}
+
+#[test]
+fn settings_become_json() {
+    let text = format!("{MINIMAL}\n[plugins.sniff.settings]\nflash-policy = \"<x/>\"\n");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.plugins[&PluginName::new("sniff")].settings_json, r#"{"flash-policy":"<x/>"}"#);
+}
+
+#[test]
+fn every_problem_is_reported_with_its_field() {
+    let text = r#"
+[[listeners]]
+name = "main"
+bind = "localhost"
+sniff = "nope"
+default-backend = "missing"
+inspect-timeout = "0s"
+fallback = "shrug"
+
+[backends.web]
+servers = []
+idle-timeout = "1 fortnight"
+
+[plugins.sniff]
+builtin = "sniff"
+file = "x.wasm"
+memory-limit = "2GiB"
+"#;
+    let found = problems(text);
+    let expected = [
+        "listeners[0].bind: `localhost` is not an address with a port",
+        "listeners[0].sniff: no plugin named `nope`",
+        "listeners[0].default-backend: no backend named `missing`",
+        "listeners[0].inspect-timeout: `0s` must be longer than zero",
+        "listeners[0].fallback: `shrug` is not a fallback",
+        "backends.web.servers: a backend needs at least one server",
+        "backends.web.idle-timeout: unknown duration unit",
+        "plugins.sniff: set exactly one of `file` or `builtin`",
+        "plugins.sniff.memory-limit: 2147483648 is out of range",
+    ];
+    for want in expected {
+        assert!(found.iter().any(|p| p.starts_with(want)), "missing {want:?} in {found:#?}");
+    }
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_line() {
+    let text = MINIMAL.replace("sniff = \"sniff\"", "sniff = \"sniff\"\ninspect-timout = \"1s\"");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("unknown field `inspect-timout`"), "{err}");
+    assert!(err.contains("line 6"), "{err}");
+}
+
+#[test]
+fn missing_plugin_file_is_named() {
+    let text = MINIMAL.replace("builtin = \"sniff\"", "file = \"plugins/none.wasm\"");
+    let found = problems(&text);
+    assert!(found[0].starts_with("plugins.sniff.file: plugins/none.wasm does not exist"), "{found:?}");
+}
+
+#[test]
+fn fallback_to_a_backend() {
+    let text = MINIMAL.replace("default-backend", "fallback = { backend = \"echo\" }\ndefault-backend");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.listeners[0].fallback, Fallback::Backend(BackendName::new("echo")));
+}

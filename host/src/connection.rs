@@ -1,0 +1,193 @@
+//! One client connection, from its first byte to its end:
+//!
+//! ```text
+//! sniff ─┬─► reply (bytes, then close or sniff again)   e.g. Flash policy
+//!        ├─► reject (close)
+//!        ├─► forward / forward-default ─► connect ─► replay head ─► relay
+//!        ├─► http / terminate-tls  (stages not configured on this listener: close)
+//!        └─► plugin failed ─► the listener's fallback (close, or a backend)
+//! ```
+//!
+//! Returns a [`Report`] that the accept loop logs as the access-log line.
+
+use crate::backend::{Backend, BackendError};
+use crate::config::Fallback;
+use crate::names::BackendName;
+use crate::plugin::{ConnFacts, Verdict};
+use crate::relay::{RelayEnd, relay};
+use crate::sniff::{SniffFailure, SniffLimits, sniff};
+use crate::state::{ListenerPlan, Snapshot};
+use std::io;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long a closing connection may keep sending before it is dropped
+/// (lets a client finish writing so it reads our reply instead of a reset).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 << 10;
+
+/// Why a connection ended. Each variant is a label in the access log.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The plugin's reply was sent and the connection closed.
+    Replied,
+    /// The plugin rejected the connection.
+    Rejected(String),
+    /// Relayed to a backend until this end.
+    Relayed(RelayEnd),
+    /// Reading from or writing to the client failed before a relay started.
+    ClientError(io::Error),
+    /// The plugin failed and the fallback is to close.
+    PluginFailed(SniffFailure),
+    /// No server of the chosen backend accepted the connection.
+    BackendUnavailable(BackendError),
+    /// The verdict cannot be carried out with this listener's config.
+    Misrouted(String),
+    /// The proxy shut down before the connection ended.
+    Shutdown,
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Replied => "replied",
+            Outcome::Rejected(_) => "rejected",
+            Outcome::Relayed(end) => end.label(),
+            Outcome::ClientError(_) => "client-error",
+            Outcome::PluginFailed(_) => "plugin-failed",
+            Outcome::BackendUnavailable(_) => "backend-unavailable",
+            Outcome::Misrouted(_) => "misrouted",
+            Outcome::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What the access log says about a connection.
+#[derive(Debug)]
+pub struct Report {
+    pub verdict: &'static str,
+    pub backend: Option<BackendName>,
+    pub server: Option<String>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub outcome: Outcome,
+}
+
+impl Report {
+    /// The report of a connection closed by the proxy's shutdown.
+    pub fn shutdown() -> Self {
+        Self::new()
+    }
+
+    fn new() -> Self {
+        Self { verdict: "none", backend: None, server: None, bytes_in: 0, bytes_out: 0, outcome: Outcome::Shutdown }
+    }
+
+    fn ended(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
+    }
+}
+
+/// Serve one accepted connection on `plan`'s listener.
+pub async fn serve(mut client: TcpStream, facts: ConnFacts, snapshot: &Snapshot, plan: &ListenerPlan) -> Report {
+    let mut report = Report::new();
+    let limits = SniffLimits { max_bytes: plan.config.max_inspect_bytes, timeout: plan.config.inspect_timeout };
+    loop {
+        let sniffed = match sniff(&mut client, plan.sniffer.as_ref(), &facts, limits).await {
+            Ok(sniffed) => sniffed,
+            Err(e) => return report.ended(Outcome::ClientError(e)),
+        };
+        report.bytes_in += sniffed.head.len() as u64;
+        let verdict = match sniffed.decision {
+            Ok(verdict) => verdict,
+            Err(failure) => {
+                tracing::warn!(
+                    plugin = %plan.sniffer.name(),
+                    reason = failure.label(),
+                    fallback = ?plan.config.fallback,
+                    "sniff plugin failed: {failure}; applying the listener's fallback"
+                );
+                match &plan.config.fallback {
+                    Fallback::Close => return report.ended(Outcome::PluginFailed(failure)),
+                    Fallback::Backend(name) => Verdict::Forward(name.clone()),
+                }
+            }
+        };
+        report.verdict = verdict.label();
+        let backend_name = match verdict {
+            Verdict::Reply { data, then_close } => {
+                if let Err(e) = client.write_all(&data).await {
+                    return report.ended(Outcome::ClientError(e));
+                }
+                report.bytes_out += data.len() as u64;
+                if then_close {
+                    close_gracefully(client).await;
+                    return report.ended(Outcome::Replied);
+                }
+                continue;
+            }
+            Verdict::Reject(reason) => return report.ended(Outcome::Rejected(reason)),
+            Verdict::ForwardDefault => match &plan.config.default_backend {
+                Some(name) => name.clone(),
+                None => return report.ended(Outcome::Misrouted("no default-backend on this listener".into())),
+            },
+            Verdict::Forward(name) => name,
+            Verdict::Http => {
+                let why = "the sniff plugin chose http, but this listener serves no HTTP (set the plugin's http-backend)";
+                return report.ended(Outcome::Misrouted(why.into()));
+            }
+            Verdict::TerminateTls => {
+                let why = "the sniff plugin chose terminate-tls, but this listener has no certificates (set the plugin's tls-backend)";
+                return report.ended(Outcome::Misrouted(why.into()));
+            }
+            // The sniff stage never hands on need-more; count it as a plugin fault if it ever did.
+            Verdict::NeedMore => return report.ended(Outcome::PluginFailed(SniffFailure::NeedMoreWhenComplete)),
+        };
+        let Some(backend) = snapshot.backends.get(&backend_name) else {
+            return report.ended(Outcome::Misrouted(format!("the plugin chose an unknown backend `{backend_name}`")));
+        };
+        return forward(client, sniffed.head, backend, report).await;
+    }
+}
+
+/// Connect to the backend, replay the sniffed head, then relay both ways.
+async fn forward<C>(client: C, head: Vec<u8>, backend: &Backend, mut report: Report) -> Report
+where
+    C: AsyncRead + AsyncWrite,
+{
+    report.backend = Some(backend.name().clone());
+    let mut conn = match backend.connect().await {
+        Ok(conn) => conn,
+        Err(e) => return report.ended(Outcome::BackendUnavailable(e)),
+    };
+    report.server = Some(conn.server.clone());
+    if let Err(e) = conn.stream.write_all(&head).await {
+        return report.ended(Outcome::Relayed(RelayEnd::BackendError(e)));
+    }
+    let stats = relay(client, conn.stream, backend.idle_timeout()).await;
+    report.bytes_in += stats.client_to_backend;
+    report.bytes_out += stats.backend_to_client;
+    report.ended(Outcome::Relayed(stats.end))
+}
+
+/// Send our FIN, then read and discard what the client still sends for a
+/// moment, so closing with unread bytes does not turn into a reset that could
+/// destroy the reply before the client reads it.
+async fn close_gracefully<S: AsyncRead + AsyncWrite + Unpin>(mut client: S) {
+    if client.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}

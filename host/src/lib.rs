@@ -1,0 +1,39 @@
+//! sluice: a programmable single-port proxy.
+//!
+//! A native host owns every socket; sandboxed WebAssembly plugins decide what
+//! each connection is and where it goes. The life of a connection, one module
+//! per stage:
+//!
+//! ```text
+//! accept ─► sniff ─┬─► reply (bytes, close)            e.g. Flash policy
+//!                  ├─► reject
+//!                  └─► forward(backend) ─► relay raw bytes both ways
+//! ```
+//!
+//! - [`config`]: the TOML file, validated in one step into real types.
+//! - [`app`]: `App::bind(config)` → `app.local_addr(..)` → `app.run(shutdown)`.
+//! - [`accept`]: the accept loop; one task per connection.
+//! - [`connection`]: one connection's stages, ending in a [`connection::Report`].
+//! - [`sniff`]: read the head until the sniff plugin decides.
+//! - [`backend`]: backends and connecting to their servers.
+//! - [`relay`]: full-duplex copy with half-close and idle timeouts.
+//! - [`plugin`]: what the core needs from plugins; [`plugin::wasm`] runs them
+//!   on wasmtime. Nothing else in the crate touches wasmtime.
+//! - [`state`]: a snapshot of loaded plugins and backends for one config version.
+//! - [`demo`]: tiny servers so the examples run with nothing else installed.
+
+pub mod accept;
+pub mod app;
+pub mod backend;
+pub mod builtin;
+pub mod config;
+pub mod connection;
+pub mod demo;
+pub mod names;
+pub mod plugin;
+pub mod relay;
+pub mod sniff;
+pub mod state;
+
+pub use app::{App, Drained, StartError};
+pub use config::Config;

@@ -1,0 +1,99 @@
+//! What the proxy core needs from plugins, independent of how they run.
+//!
+//! The stages (`sniff`, and later `route`) only see the [`Sniffer`] trait and
+//! the plain types here; [`wasm`] implements it over wasmtime. Tests of the
+//! stages can use small fakes.
+
+pub mod wasm;
+
+use crate::names::{BackendName, ListenerName, PluginName};
+use std::net::SocketAddr;
+
+/// Facts about a client connection, handed to plugins with each decision.
+#[derive(Debug, Clone)]
+pub struct ConnFacts {
+    pub listener: ListenerName,
+    pub client_addr: SocketAddr,
+    pub local_addr: SocketAddr,
+    pub tls: Option<TlsFacts>,
+}
+
+impl ConnFacts {
+    /// The connection facts used for a plugin's probe call at load time.
+    pub fn probe() -> Self {
+        let unspecified = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self { listener: ListenerName::new("probe"), client_addr: unspecified, local_addr: unspecified, tls: None }
+    }
+}
+
+/// What the host learned from a TLS handshake.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFacts {
+    pub server_name: Option<String>,
+    pub alpn: Option<String>,
+}
+
+/// A sniff plugin's answer about the first bytes of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    NeedMore,
+    TerminateTls,
+    Http,
+    ForwardDefault,
+    Forward(BackendName),
+    Reply { data: Vec<u8>, then_close: bool },
+    Reject(String),
+}
+
+impl Verdict {
+    /// A short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::NeedMore => "need-more",
+            Verdict::TerminateTls => "terminate-tls",
+            Verdict::Http => "http",
+            Verdict::ForwardDefault => "forward-default",
+            Verdict::Forward(_) => "forward",
+            Verdict::Reply { .. } => "reply",
+            Verdict::Reject(_) => "reject",
+        }
+    }
+}
+
+/// Why a plugin call produced no decision. Each variant is a reason label.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PluginError {
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("ran out of its CPU budget")]
+    CpuBudget,
+    #[error("went over its memory cap")]
+    MemoryCap,
+    #[error("could not start an instance: {0}")]
+    Start(String),
+    #[error("refused its settings: {0}")]
+    Init(String),
+}
+
+impl PluginError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            PluginError::Trap(_) => "trap",
+            PluginError::CpuBudget => "cpu-budget",
+            PluginError::MemoryCap => "memory-cap",
+            PluginError::Start(_) => "start",
+            PluginError::Init(_) => "init",
+        }
+    }
+}
+
+/// Classifies a connection from its first bytes.
+pub trait Sniffer: Send + Sync {
+    /// The plugin's name, for logs.
+    fn name(&self) -> &PluginName;
+
+    /// Classify `head`, every byte read so far; `complete` means no more
+    /// bytes will be offered. Runs synchronously: calls are bounded by the
+    /// plugin's CPU budget and take microseconds.
+    fn classify(&self, conn: &ConnFacts, head: &[u8], complete: bool) -> Result<Verdict, PluginError>;
+}

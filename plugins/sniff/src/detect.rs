@@ -1,0 +1,218 @@
+//! Protocol detection on the first bytes of a connection.
+//!
+//! Pure functions over byte slices, no bindings: they are unit-tested natively
+//! and exercised through the real component by the host's tests.
+//!
+//! Every detector answers [`Match::Yes`], [`Match::No`] or [`Match::Maybe`]
+//! ("the bytes so far are a prefix of something I recognise"), so the plugin
+//! can ask for more bytes exactly while a prefix is ambiguous.
+
+/// The Flash player's cross-domain policy request; the trailing NUL is
+/// optional in the wild.
+pub const FLASH_POLICY_REQUEST: &[u8] = b"<policy-file-request/>";
+
+/// The HTTP/2 connection preface (RFC 9113, section 3.4).
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Request methods recognised at the start of an HTTP/1.x request line:
+/// the RFC 9110 methods, PATCH (RFC 5789) and the common WebDAV ones.
+pub const HTTP_METHODS: &[&[u8]] = &[
+    b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH",
+    b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"REPORT",
+];
+
+/// The longest request line the detector waits for before deciding on the
+/// method alone. Longer lines are still HTTP; the HTTP stage judges them.
+const MAX_REQUEST_LINE: usize = 8192;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    /// The bytes are this protocol.
+    Yes,
+    /// The bytes so far are a strict prefix of this protocol.
+    Maybe,
+    /// The bytes cannot be this protocol.
+    No,
+}
+
+/// What the head of a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    FlashPolicy,
+    Tls,
+    Http1,
+    Http2,
+}
+
+/// Classify `head`. `Ok(None)` means "none of ours"; `Err(())` means "still
+/// ambiguous, more bytes could decide".
+pub fn detect(head: &[u8]) -> Result<Option<Protocol>, ()> {
+    let mut ambiguous = false;
+    for (protocol, detector) in [
+        (Protocol::FlashPolicy, flash_policy as fn(&[u8]) -> Match),
+        (Protocol::Tls, tls_client_hello),
+        (Protocol::Http2, http2_preface),
+        (Protocol::Http1, http1_request_line),
+    ] {
+        match detector(head) {
+            Match::Yes => return Ok(Some(protocol)),
+            Match::Maybe => ambiguous = true,
+            Match::No => {}
+        }
+    }
+    if ambiguous { Err(()) } else { Ok(None) }
+}
+
+/// Like [`detect`], but for the last call: no more bytes will come, so a
+/// prefix is decided on what it is most likely to be.
+pub fn detect_final(head: &[u8]) -> Option<Protocol> {
+    match detect(head) {
+        Ok(found) => found,
+        // A request line cut by the byte cap is still HTTP; other prefixes
+        // (a lone "<policy", half a TLS record header) are not enough.
+        Err(()) if method_then_space(head) => Some(Protocol::Http1),
+        Err(()) => None,
+    }
+}
+
+/// `<policy-file-request/>`, with or without the NUL.
+pub fn flash_policy(head: &[u8]) -> Match {
+    prefix_match(head, FLASH_POLICY_REQUEST)
+}
+
+/// A TLS record header carrying a handshake message of type ClientHello:
+/// content type 22, protocol version 3.x, then handshake type 1.
+pub fn tls_client_hello(head: &[u8]) -> Match {
+    const HANDSHAKE: u8 = 0x16;
+    const CLIENT_HELLO: u8 = 0x01;
+    let checks: [(usize, fn(u8) -> bool); 4] = [
+        (0, |b| b == HANDSHAKE),
+        (1, |b| b == 0x03),
+        (2, |b| b <= 0x04),
+        (5, |b| b == CLIENT_HELLO),
+    ];
+    for (index, ok) in checks {
+        match head.get(index) {
+            None => return Match::Maybe,
+            Some(&byte) if !ok(byte) => return Match::No,
+            Some(_) => {}
+        }
+    }
+    Match::Yes
+}
+
+/// The HTTP/2 prior-knowledge preface.
+pub fn http2_preface(head: &[u8]) -> Match {
+    prefix_match(head, H2_PREFACE)
+}
+
+/// `METHOD SP request-target SP HTTP/1.x CRLF` with a known method.
+pub fn http1_request_line(head: &[u8]) -> Match {
+    let method_ok = HTTP_METHODS.iter().any(|m| {
+        let n = m.len().min(head.len());
+        head[..n] == m[..n] && (head.len() <= m.len() || head[m.len()] == b' ')
+    });
+    if !method_ok {
+        return Match::No;
+    }
+    let Some(space) = head.iter().position(|&b| b == b' ') else {
+        return Match::Maybe;
+    };
+    let rest = &head[space + 1..];
+    let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+        // The target may not contain control characters or spaces beyond
+        // the one before the version.
+        if rest.iter().any(|&b| b < 0x20 && b != b'\r') || head.len() > MAX_REQUEST_LINE {
+            return Match::No;
+        }
+        return Match::Maybe;
+    };
+    let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
+    let Some(version_at) = line.iter().rposition(|&b| b == b' ') else {
+        return Match::No;
+    };
+    let (target, version) = (&line[..version_at], &line[version_at + 1..]);
+    let version_ok = matches!(version, b"HTTP/1.0" | b"HTTP/1.1");
+    if version_ok && !target.is_empty() && !target.contains(&b' ') {
+        Match::Yes
+    } else {
+        Match::No
+    }
+}
+
+/// True when the head begins with a known method and a space.
+fn method_then_space(head: &[u8]) -> bool {
+    HTTP_METHODS
+        .iter()
+        .any(|m| head.len() > m.len() && head.starts_with(m) && head[m.len()] == b' ')
+}
+
+/// `Yes` when `head` starts with `pattern`, `Maybe` when it is a strict
+/// prefix of it.
+fn prefix_match(head: &[u8], pattern: &[u8]) -> Match {
+    if head.starts_with(pattern) {
+        Match::Yes
+    } else if pattern.starts_with(head) {
+        Match::Maybe
+    } else {
+        Match::No
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every strict prefix of `whole` must be ambiguous, and `whole` itself
+    /// must be detected as `expected`.
+    fn check_all_prefixes(whole: &[u8], expected: Protocol) {
+        for n in 0..whole.len() {
+            assert_eq!(detect(&whole[..n]), Err(()), "prefix of {n} bytes");
+        }
+        assert_eq!(detect(whole), Ok(Some(expected)));
+    }
+
+    #[test]
+    fn flash_policy_every_prefix() {
+        check_all_prefixes(b"<policy-file-request/>", Protocol::FlashPolicy);
+        assert_eq!(detect(b"<policy-file-request/>\0"), Ok(Some(Protocol::FlashPolicy)));
+    }
+
+    #[test]
+    fn http1_every_prefix() {
+        check_all_prefixes(b"GET /index.html HTTP/1.1\r\n", Protocol::Http1);
+        check_all_prefixes(b"OPTIONS * HTTP/1.0\n", Protocol::Http1);
+        check_all_prefixes(b"PATCH /x?y=1 HTTP/1.1\r\n", Protocol::Http1);
+    }
+
+    #[test]
+    fn http2_preface_every_prefix() {
+        // "P" is also a prefix of POST/PUT/PATCH/PROPFIND, still ambiguous.
+        check_all_prefixes(H2_PREFACE, Protocol::Http2);
+    }
+
+    #[test]
+    fn tls_every_prefix() {
+        check_all_prefixes(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01], Protocol::Tls);
+    }
+
+    #[test]
+    fn others_are_decided_early() {
+        assert_eq!(detect(b"SSH-2.0-OpenSSH_9.2p1\r\n"), Ok(None));
+        assert_eq!(detect(b"SS"), Ok(None));
+        assert_eq!(detect(b"\x16\x03\x01\x00\x10\x02"), Ok(None));
+        assert_eq!(detect(b"GET / HTTP/2.0\r\n"), Ok(None));
+        assert_eq!(detect(b"GETX"), Ok(None));
+        assert_eq!(detect(b"GET /a b HTTP/1.1\r\n"), Ok(None));
+    }
+
+    #[test]
+    fn final_decision_on_prefixes() {
+        assert_eq!(detect_final(b""), None);
+        assert_eq!(detect_final(b"<policy-file"), None);
+        assert_eq!(detect_final(b"<policy-file-request/>"), Some(Protocol::FlashPolicy));
+        let mut long = b"GET /".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 100));
+        assert_eq!(detect_final(&long), Some(Protocol::Http1));
+    }
+}

@@ -1,0 +1,118 @@
+//! sluice's default sniff plugin.
+//!
+//! Recognises, on the first bytes of a connection:
+//! - the Flash policy request (`<policy-file-request/>`, NUL optional), and
+//!   answers it with the cross-domain policy from the settings, then closes;
+//! - a TLS ClientHello: terminate TLS (or pass it through to `tls-backend`);
+//! - an HTTP/1.x request line or the HTTP/2 preface: serve it as HTTP (or
+//!   relay it raw to `http-backend`);
+//! - anything else, including silence until the inspect deadline: the
+//!   listener's default backend (or `other-backend`).
+//!
+//! Settings (all optional), from the plugin's `settings` table:
+//!
+//! ```toml
+//! flash-policy = "<cross-domain-policy>…</cross-domain-policy>"
+//! tls-backend = "name"    # pass TLS through untouched instead of terminating
+//! http-backend = "name"   # relay HTTP raw (TCP mode) instead of serving it
+//! other-backend = "name"  # instead of the listener's default backend
+//! ```
+
+pub mod detect;
+
+use detect::Protocol;
+use serde::Deserialize;
+
+/// Answered to a Flash policy request when the settings give none: allows
+/// every domain on every port, which is what Socket.IO's Flash transport needs.
+pub const DEFAULT_FLASH_POLICY: &str = "<?xml version=\"1.0\"?>\
+<!DOCTYPE cross-domain-policy SYSTEM \"http://www.adobe.com/xml/dtds/cross-domain-policy.dtd\">\
+<cross-domain-policy><allow-access-from domain=\"*\" to-ports=\"*\"/></cross-domain-policy>";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Settings {
+    pub flash_policy: Option<String>,
+    pub tls_backend: Option<String>,
+    pub http_backend: Option<String>,
+    pub other_backend: Option<String>,
+}
+
+/// What the plugin decides, independent of the generated bindings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    NeedMore,
+    TerminateTls,
+    Http,
+    ForwardDefault,
+    Forward(String),
+    /// Reply with these bytes, then close.
+    Reply(Vec<u8>),
+}
+
+pub fn decide(settings: &Settings, head: &[u8], complete: bool) -> Decision {
+    let found = if complete {
+        detect::detect_final(head)
+    } else {
+        match detect::detect(head) {
+            Ok(found) => found,
+            Err(()) => return Decision::NeedMore,
+        }
+    };
+    let forward_or = |backend: &Option<String>, otherwise: Decision| match backend {
+        Some(name) => Decision::Forward(name.clone()),
+        None => otherwise,
+    };
+    match found {
+        Some(Protocol::FlashPolicy) => {
+            let policy = settings.flash_policy.as_deref().unwrap_or(DEFAULT_FLASH_POLICY);
+            // Flash reads the policy up to a NUL terminator.
+            let mut data = policy.as_bytes().to_vec();
+            data.push(0);
+            Decision::Reply(data)
+        }
+        Some(Protocol::Tls) => forward_or(&settings.tls_backend, Decision::TerminateTls),
+        Some(Protocol::Http1 | Protocol::Http2) => forward_or(&settings.http_backend, Decision::Http),
+        None => forward_or(&settings.other_backend, Decision::ForwardDefault),
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    use super::{Decision, Settings};
+    use std::sync::OnceLock;
+
+    wit_bindgen::generate!({ world: "sniffer", path: "../../wit" });
+
+    use exports::sluice::plugin::setup;
+    use exports::sluice::plugin::sniff::{self, Connection, Reply, Verdict};
+
+    static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+    struct Plugin;
+
+    impl setup::Guest for Plugin {
+        fn init(settings: String) -> Result<(), String> {
+            let parsed: Settings = serde_json::from_str(&settings)
+                .map_err(|e| format!("sniff plugin settings: {e}"))?;
+            let _ = SETTINGS.set(parsed);
+            Ok(())
+        }
+    }
+
+    impl sniff::Guest for Plugin {
+        fn classify(_conn: Connection, head: Vec<u8>, complete: bool) -> Verdict {
+            let settings = SETTINGS.get_or_init(Settings::default);
+            match super::decide(settings, &head, complete) {
+                Decision::NeedMore => Verdict::NeedMore,
+                Decision::TerminateTls => Verdict::TerminateTls,
+                Decision::Http => Verdict::Http,
+                Decision::ForwardDefault => Verdict::ForwardDefault,
+                Decision::Forward(name) => Verdict::Forward(name),
+                Decision::Reply(data) => Verdict::Reply(Reply { data, then_close: true }),
+            }
+        }
+    }
+
+    export!(Plugin);
+}
