@@ -53,13 +53,7 @@ async fn the_binary_serves_and_stops_cleanly_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut child = sluice()
-        .arg("--config")
-        .arg(&config)
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = sluice().arg("--config").arg(&config).env("NO_COLOR", "1").stderr(Stdio::piped()).spawn().unwrap();
     // The log line "listening listener=main addr=127.0.0.1:PORT" tells the port.
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = loop {

@@ -85,7 +85,11 @@ async fn work_and_memory_inside_the_limits_are_fine() {
     assert_eq!(first_line(&proxy, "to-backend", b"ALLOC").await, b"default\n");
 }
 
-fn load(wasm: &[u8], settings: &str, limits: PluginLimits) -> Result<std::sync::Arc<sluice::plugin::wasm::WasmSniffer>, LoadError> {
+fn load(
+    wasm: &[u8],
+    settings: &str,
+    limits: PluginLimits,
+) -> Result<std::sync::Arc<sluice::plugin::wasm::WasmSniffer>, LoadError> {
     Runtime::new().unwrap().load_sniffer(PluginName::new("under-test"), wasm, settings.into(), limits)
 }
 
@@ -109,9 +113,14 @@ fn a_tighter_budget_stops_what_a_default_one_allows() {
     let tight = PluginLimits { cpu_budget: 20_000, memory_limit: 16 << 20 };
     let plugin = load(&wasm, "{}", tight).unwrap();
     assert!(matches!(plugin.classify(&ConnFacts::probe(), b"SPIN", false), Err(PluginError::CpuBudget)));
-    let small = PluginLimits { cpu_budget: 5_000_000, memory_limit: 1 << 20 };
+    // The guest starts with about 1.1 MiB (its stack and data); 1 MiB more does not fit in 2 MiB.
+    let small = PluginLimits { cpu_budget: 5_000_000, memory_limit: 2 << 20 };
     let plugin = load(&wasm, "{}", small).unwrap();
     assert!(matches!(plugin.classify(&ConnFacts::probe(), b"ALLOC", false), Err(PluginError::MemoryCap)));
+    // A cap below what the guest needs to start is refused at load.
+    let tiny = PluginLimits { cpu_budget: 5_000_000, memory_limit: 256 << 10 };
+    let err = load(&wasm, "{}", tiny).err().expect("a cap below the initial memory is refused");
+    assert!(matches!(err, LoadError::Probe(PluginError::MemoryCap)), "{err}");
 }
 
 #[test]

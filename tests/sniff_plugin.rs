@@ -64,7 +64,9 @@ fn check_reply(verdict: &Verdict) -> Vec<u8> {
 #[test]
 fn the_last_call_always_decides() {
     let plugin = sniffer("{}");
-    for capture in ["tls-client-hello.bin", "http1-get.bin", "http2-preface.bin", "flash-policy-request.bin", "ssh-banner.bin"] {
+    for capture in
+        ["tls-client-hello.bin", "http1-get.bin", "http2-preface.bin", "flash-policy-request.bin", "ssh-banner.bin"]
+    {
         let bytes = testdata(capture);
         for n in 0..=bytes.len() {
             let verdict = classify(&plugin, &bytes[..n], true);

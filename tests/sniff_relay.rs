@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-const POLICY: &str = "<cross-domain-policy><allow-access-from domain=\"*.test\" to-ports=\"843\"/></cross-domain-policy>";
+const POLICY: &str =
+    "<cross-domain-policy><allow-access-from domain=\"*.test\" to-ports=\"843\"/></cross-domain-policy>";
 
 /// One listener with the default sniff plugin: HTTP to `web`, everything else to `default`.
 async fn proxy_with(default: SocketAddr, web: SocketAddr, inspect_timeout: &str) -> Proxy {

@@ -89,10 +89,7 @@ impl App {
     }
 
     pub fn local_addrs(&self) -> Vec<(ListenerName, SocketAddr)> {
-        self.listeners
-            .iter()
-            .filter_map(|(name, listener)| Some((name.clone(), listener.local_addr().ok()?)))
-            .collect()
+        self.listeners.iter().filter_map(|(name, listener)| Some((name.clone(), listener.local_addr().ok()?))).collect()
     }
 
     /// Serve until `shutdown` resolves; then stop accepting, let open

@@ -23,7 +23,9 @@ impl Backends {
     pub fn new<'a>(configs: impl IntoIterator<Item = &'a BackendConfig>) -> Self {
         let by_name = configs
             .into_iter()
-            .map(|config| (config.name.clone(), Arc::new(Backend { config: config.clone(), next: AtomicUsize::new(0) })))
+            .map(|config| {
+                (config.name.clone(), Arc::new(Backend { config: config.clone(), next: AtomicUsize::new(0) }))
+            })
             .collect();
         Self { by_name }
     }

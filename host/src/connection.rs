@@ -135,7 +135,8 @@ pub async fn serve(mut client: TcpStream, facts: ConnFacts, snapshot: &Snapshot,
             },
             Verdict::Forward(name) => name,
             Verdict::Http => {
-                let why = "the sniff plugin chose http, but this listener serves no HTTP (set the plugin's http-backend)";
+                let why =
+                    "the sniff plugin chose http, but this listener serves no HTTP (set the plugin's http-backend)";
                 return report.ended(Outcome::Misrouted(why.into()));
             }
             Verdict::TerminateTls => {

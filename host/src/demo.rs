@@ -76,10 +76,8 @@ async fn http(stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
         }
         let mut body = vec![0u8; content_length.min(1 << 20)];
         reader.read_exact(&mut body).await?;
-        let text = format!(
-            "hello from the sluice demo web backend\nrequest: {}\nfrom: {peer}\n",
-            request_line.trim_end()
-        );
+        let text =
+            format!("hello from the sluice demo web backend\nrequest: {}\nfrom: {peer}\n", request_line.trim_end());
         let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{text}",
             text.len(),

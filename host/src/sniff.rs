@@ -63,7 +63,12 @@ impl SniffFailure {
 
 /// Read from `client` until `sniffer` decides. Fails only when reading from
 /// the client fails.
-pub async fn sniff<S>(client: &mut S, sniffer: &dyn Sniffer, conn: &ConnFacts, limits: SniffLimits) -> io::Result<Sniffed>
+pub async fn sniff<S>(
+    client: &mut S,
+    sniffer: &dyn Sniffer,
+    conn: &ConnFacts,
+    limits: SniffLimits,
+) -> io::Result<Sniffed>
 where
     S: AsyncRead + Unpin,
 {
@@ -71,8 +76,8 @@ where
     let mut head = Vec::new();
     let mut chunk = [0u8; 2048];
     loop {
-        let room = limits.max_bytes - head.len();
-        let completion = match tokio::time::timeout_at(deadline, client.read(&mut chunk[..room.min(chunk.len())])).await {
+        let room = (limits.max_bytes - head.len()).min(chunk.len());
+        let completion = match tokio::time::timeout_at(deadline, client.read(&mut chunk[..room])).await {
             Err(_elapsed) => Some(Completion::Deadline),
             Ok(Ok(0)) => Some(Completion::ClientFinished),
             Ok(Ok(n)) => {
@@ -124,9 +129,8 @@ mod tests {
     async fn reads_until_the_plugin_decides_and_keeps_every_byte() {
         let (mut client, mut peer) = tokio::io::duplex(64);
         peer.write_all(b"abc").await.unwrap();
-        let task = tokio::spawn(async move {
-            sniff(&mut client, &sniffer(5), &ConnFacts::probe(), LIMITS).await.unwrap()
-        });
+        let task =
+            tokio::spawn(async move { sniff(&mut client, &sniffer(5), &ConnFacts::probe(), LIMITS).await.unwrap() });
         tokio::task::yield_now().await;
         peer.write_all(b"defg").await.unwrap();
         let sniffed = task.await.unwrap();

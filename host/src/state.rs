@@ -76,9 +76,10 @@ fn load_sniffer(plugin: &PluginConfig, runtime: &Runtime) -> Result<Arc<dyn Snif
         }
     };
     let started = std::time::Instant::now();
-    let sniffer = runtime
-        .load_sniffer(plugin.name.clone(), &bytes, plugin.settings_json.clone(), plugin.limits)
-        .map_err(|error| PluginLoadError::Load { plugin: plugin.name.clone(), source_desc: source_desc.clone(), error })?;
+    let sniffer =
+        runtime.load_sniffer(plugin.name.clone(), &bytes, plugin.settings_json.clone(), plugin.limits).map_err(
+            |error| PluginLoadError::Load { plugin: plugin.name.clone(), source_desc: source_desc.clone(), error },
+        )?;
     tracing::info!(plugin = %plugin.name, source = %source_desc, took = ?started.elapsed(), "plugin loaded");
     Ok(sniffer)
 }

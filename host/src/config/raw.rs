@@ -2,8 +2,8 @@
 
 use super::units::{parse_duration, parse_size};
 use super::{
-    BackendConfig, Config, DemoKind, DemoServer, Fallback, ListenerConfig, MAX_INSPECT_BYTES,
-    MAX_PLUGIN_MEMORY, PluginConfig, PluginLimits, PluginSource, Problem,
+    BackendConfig, Config, DemoKind, DemoServer, Fallback, ListenerConfig, MAX_INSPECT_BYTES, MAX_PLUGIN_MEMORY,
+    PluginConfig, PluginLimits, PluginSource, Problem,
 };
 use crate::builtin;
 use crate::names::{BackendName, ListenerName, PluginName};
@@ -44,9 +44,7 @@ enum RawFallback {
     /// `fallback = "close"`
     Word(String),
     /// `fallback = { backend = "name" }`
-    Backend {
-        backend: String,
-    },
+    Backend { backend: String },
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,10 +148,8 @@ impl RawConfig {
                 None => Some(DEFAULT_INSPECT_TIMEOUT),
             };
             let max_inspect_bytes = match &raw.max_inspect_bytes {
-                Some(size) => problems.check(
-                    &at("max-inspect-bytes"),
-                    size.bytes().and_then(|n| in_range(n, 1, MAX_INSPECT_BYTES)),
-                ),
+                Some(size) => problems
+                    .check(&at("max-inspect-bytes"), size.bytes().and_then(|n| in_range(n, 1, MAX_INSPECT_BYTES))),
                 None => Some(DEFAULT_MAX_INSPECT_BYTES),
             };
             let fallback = match &raw.fallback {
@@ -241,10 +237,8 @@ impl RawConfig {
                 in_range(raw.cpu_budget.unwrap_or(defaults.cpu_budget), 1_000, 10_000_000_000),
             );
             let memory_limit = match &raw.memory_limit {
-                Some(size) => problems.check(
-                    &at("memory-limit"),
-                    size.bytes().and_then(|n| in_range(n, 64 << 10, MAX_PLUGIN_MEMORY)),
-                ),
+                Some(size) => problems
+                    .check(&at("memory-limit"), size.bytes().and_then(|n| in_range(n, 64 << 10, MAX_PLUGIN_MEMORY))),
                 None => Some(defaults.memory_limit),
             };
             let settings_json = problems.check(
@@ -309,9 +303,5 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn in_range(value: u64, min: u64, max: u64) -> Result<u64, String> {
-    if (min..=max).contains(&value) {
-        Ok(value)
-    } else {
-        Err(format!("{value} is out of range ({min} to {max})"))
-    }
+    if (min..=max).contains(&value) { Ok(value) } else { Err(format!("{value} is out of range ({min} to {max})")) }
 }

@@ -8,9 +8,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (expected e.g. \"500ms\", \"30s\", \"2h\")"))?;
+    let value: u64 =
+        digits.parse().map_err(|_| format!("`{text}` is not a duration (expected e.g. \"500ms\", \"30s\", \"2h\")"))?;
     let per_unit_ms = match unit.trim() {
         "ms" => 1,
         "" | "s" => 1_000,
@@ -18,10 +17,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => 3_600_000,
         other => return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, m or h)")),
     };
-    value
-        .checked_mul(per_unit_ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("duration `{text}` is too large"))
+    value.checked_mul(per_unit_ms).map(Duration::from_millis).ok_or_else(|| format!("duration `{text}` is too large"))
 }
 
 /// Parse "4096", "64KiB", "16MiB", "1GiB" into bytes.
@@ -29,9 +25,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size (expected e.g. \"4096\", \"64KiB\", \"16MiB\")"))?;
+    let value: u64 =
+        digits.parse().map_err(|_| format!("`{text}` is not a size (expected e.g. \"4096\", \"64KiB\", \"16MiB\")"))?;
     let multiplier: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,

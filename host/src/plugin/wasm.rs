@@ -119,12 +119,14 @@ pub struct WasmSniffer {
 impl WasmSniffer {
     /// Start a fresh instance and initialise it with the settings.
     fn start(&self) -> Result<SnifferInstance, PluginError> {
-        let state = HostState { plugin: self.name.clone(), memory_limit: self.limits.memory_limit, memory_cap_hit: false };
+        let state =
+            HostState { plugin: self.name.clone(), memory_limit: self.limits.memory_limit, memory_cap_hit: false };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state);
         set_fuel(&mut store, self.limits.cpu_budget)?;
         let bindings = match self.pre.instantiate(&mut store) {
             Ok(bindings) => bindings,
+            Err(_) if store.data().memory_cap_hit => return Err(PluginError::MemoryCap),
             Err(e) => return Err(PluginError::Start(root_cause(&e))),
         };
         match bindings.sluice_plugin_setup().call_init(&mut store, &self.settings_json) {

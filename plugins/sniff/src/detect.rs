@@ -17,8 +17,23 @@ pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Request methods recognised at the start of an HTTP/1.x request line:
 /// the RFC 9110 methods, PATCH (RFC 5789) and the common WebDAV ones.
 pub const HTTP_METHODS: &[&[u8]] = &[
-    b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH",
-    b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"REPORT",
+    b"GET",
+    b"HEAD",
+    b"POST",
+    b"PUT",
+    b"DELETE",
+    b"CONNECT",
+    b"OPTIONS",
+    b"TRACE",
+    b"PATCH",
+    b"PROPFIND",
+    b"PROPPATCH",
+    b"MKCOL",
+    b"COPY",
+    b"MOVE",
+    b"LOCK",
+    b"UNLOCK",
+    b"REPORT",
 ];
 
 /// The longest request line the detector waits for before deciding on the
@@ -85,12 +100,8 @@ pub fn flash_policy(head: &[u8]) -> Match {
 pub fn tls_client_hello(head: &[u8]) -> Match {
     const HANDSHAKE: u8 = 0x16;
     const CLIENT_HELLO: u8 = 0x01;
-    let checks: [(usize, fn(u8) -> bool); 4] = [
-        (0, |b| b == HANDSHAKE),
-        (1, |b| b == 0x03),
-        (2, |b| b <= 0x04),
-        (5, |b| b == CLIENT_HELLO),
-    ];
+    let checks: [(usize, fn(u8) -> bool); 4] =
+        [(0, |b| b == HANDSHAKE), (1, |b| b == 0x03), (2, |b| b <= 0x04), (5, |b| b == CLIENT_HELLO)];
     for (index, ok) in checks {
         match head.get(index) {
             None => return Match::Maybe,
@@ -133,18 +144,12 @@ pub fn http1_request_line(head: &[u8]) -> Match {
     };
     let (target, version) = (&line[..version_at], &line[version_at + 1..]);
     let version_ok = matches!(version, b"HTTP/1.0" | b"HTTP/1.1");
-    if version_ok && !target.is_empty() && !target.contains(&b' ') {
-        Match::Yes
-    } else {
-        Match::No
-    }
+    if version_ok && !target.is_empty() && !target.contains(&b' ') { Match::Yes } else { Match::No }
 }
 
 /// True when the head begins with a known method and a space.
 fn method_then_space(head: &[u8]) -> bool {
-    HTTP_METHODS
-        .iter()
-        .any(|m| head.len() > m.len() && head.starts_with(m) && head[m.len()] == b' ')
+    HTTP_METHODS.iter().any(|m| head.len() > m.len() && head.starts_with(m) && head[m.len()] == b' ')
 }
 
 /// `Yes` when `head` starts with `pattern`, `Maybe` when it is a strict

@@ -93,8 +93,8 @@ mod component {
 
     impl setup::Guest for Plugin {
         fn init(settings: String) -> Result<(), String> {
-            let parsed: Settings = serde_json::from_str(&settings)
-                .map_err(|e| format!("sniff plugin settings: {e}"))?;
+            let parsed: Settings =
+                serde_json::from_str(&settings).map_err(|e| format!("sniff plugin settings: {e}"))?;
             let _ = SETTINGS.set(parsed);
             Ok(())
         }
