@@ -12,13 +12,11 @@ fn sluice() -> Command {
 }
 
 #[test]
-fn check_accepts_the_examples() {
-    for example in ["examples/demo.toml"] {
-        let output = sluice().arg("check").arg("--config").arg(repo_root().join(example)).output().unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "{example}: {}", String::from_utf8_lossy(&output.stderr));
-        assert!(stdout.contains(": ok (1 listeners, 2 backends, 1 plugins loaded and probed)"), "{stdout}");
-    }
+fn check_accepts_the_demo_config() {
+    let output = sluice().arg("check").arg("--config").arg(repo_root().join("examples/demo.toml")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(": ok (1 listeners, 2 backends, 1 plugins loaded and probed)"), "{stdout}");
 }
 
 #[test]

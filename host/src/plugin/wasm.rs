@@ -13,7 +13,9 @@
 use super::{ConnFacts, PluginError, Sniffer, Verdict};
 use crate::config::{MAX_PLUGIN_MEMORY, PluginLimits};
 use crate::names::{BackendName, PluginName};
-use std::sync::{Arc, Mutex};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
@@ -28,6 +30,8 @@ use bindings::sluice::plugin::types as wit;
 const MAX_IDLE_INSTANCES: usize = 16;
 /// Instance slots in the pooling allocator, shared by all plugins.
 const POOL_INSTANCES: u32 = 512;
+/// Compiled components kept for reuse.
+const MAX_CACHED_COMPONENTS: usize = 64;
 /// Longest message a plugin may log.
 const MAX_LOG_MESSAGE: usize = 1024;
 
@@ -44,14 +48,26 @@ pub enum LoadError {
     Probe(PluginError),
 }
 
-/// The WebAssembly engine shared by every plugin.
+/// The WebAssembly engine shared by every plugin, and the components it has
+/// compiled (by content hash), so reloading an unchanged file costs nothing.
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
+    compiled: Arc<Mutex<HashMap<[u8; 32], Component>>>,
 }
 
 impl Runtime {
+    /// The process's runtime: one engine (and one instance pool) per process.
     pub fn new() -> anyhow::Result<Self> {
+        static SHARED: OnceLock<Runtime> = OnceLock::new();
+        if let Some(runtime) = SHARED.get() {
+            return Ok(runtime.clone());
+        }
+        let runtime = Self::build()?;
+        Ok(SHARED.get_or_init(|| runtime).clone())
+    }
+
+    fn build() -> anyhow::Result<Self> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(POOL_INSTANCES)
             .total_core_instances(POOL_INSTANCES * 4)
@@ -64,7 +80,22 @@ impl Runtime {
             .max_wasm_stack(512 << 10)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("creating the wasm engine: {e}"))?;
-        Ok(Self { engine })
+        Ok(Self { engine, compiled: Arc::default() })
+    }
+
+    /// Compile a component, or reuse the compilation of identical bytes.
+    fn compile(&self, wasm: &[u8]) -> Result<Component, LoadError> {
+        let digest: [u8; 32] = Sha256::digest(wasm).into();
+        if let Some(component) = self.compiled.lock().expect("compile cache lock").get(&digest) {
+            return Ok(component.clone());
+        }
+        let component = Component::new(&self.engine, wasm).map_err(|e| LoadError::Compile(root_cause(&e)))?;
+        let mut compiled = self.compiled.lock().expect("compile cache lock");
+        if compiled.len() >= MAX_CACHED_COMPONENTS {
+            compiled.clear(); // plenty for the plugins in use; old versions go
+        }
+        compiled.insert(digest, component.clone());
+        Ok(component)
     }
 
     /// Compile a sniff plugin, start one instance with its settings and probe
@@ -76,7 +107,7 @@ impl Runtime {
         settings_json: String,
         limits: PluginLimits,
     ) -> Result<Arc<WasmSniffer>, LoadError> {
-        let component = Component::new(&self.engine, wasm).map_err(|e| LoadError::Compile(root_cause(&e)))?;
+        let component = self.compile(wasm)?;
         let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld { world: "sniffer", reason: root_cause(&e) };
         let mut linker = Linker::<HostState>::new(&self.engine);
         bindings::Sniffer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).map_err(wrong_world)?;

@@ -59,9 +59,19 @@ pub enum Protocol {
     Http2,
 }
 
-/// Classify `head`. `Ok(None)` means "none of ours"; `Err(())` means "still
-/// ambiguous, more bytes could decide".
-pub fn detect(head: &[u8]) -> Result<Option<Protocol>, ()> {
+/// What [`detect`] made of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detection {
+    /// The head is this protocol.
+    Found(Protocol),
+    /// The head is none of the protocols we know.
+    NoMatch,
+    /// The head is still a prefix of something we know: more bytes could decide.
+    NeedMore,
+}
+
+/// Classify `head`.
+pub fn detect(head: &[u8]) -> Detection {
     let mut ambiguous = false;
     for (protocol, detector) in [
         (Protocol::FlashPolicy, flash_policy as fn(&[u8]) -> Match),
@@ -70,23 +80,24 @@ pub fn detect(head: &[u8]) -> Result<Option<Protocol>, ()> {
         (Protocol::Http1, http1_request_line),
     ] {
         match detector(head) {
-            Match::Yes => return Ok(Some(protocol)),
+            Match::Yes => return Detection::Found(protocol),
             Match::Maybe => ambiguous = true,
             Match::No => {}
         }
     }
-    if ambiguous { Err(()) } else { Ok(None) }
+    if ambiguous { Detection::NeedMore } else { Detection::NoMatch }
 }
 
 /// Like [`detect`], but for the last call: no more bytes will come, so a
 /// prefix is decided on what it is most likely to be.
 pub fn detect_final(head: &[u8]) -> Option<Protocol> {
     match detect(head) {
-        Ok(found) => found,
+        Detection::Found(protocol) => Some(protocol),
+        Detection::NoMatch => None,
         // A request line cut by the byte cap is still HTTP; other prefixes
         // (a lone "<policy", half a TLS record header) are not enough.
-        Err(()) if method_then_space(head) => Some(Protocol::Http1),
-        Err(()) => None,
+        Detection::NeedMore if method_then_space(head) => Some(Protocol::Http1),
+        Detection::NeedMore => None,
     }
 }
 
@@ -100,9 +111,10 @@ pub fn flash_policy(head: &[u8]) -> Match {
 pub fn tls_client_hello(head: &[u8]) -> Match {
     const HANDSHAKE: u8 = 0x16;
     const CLIENT_HELLO: u8 = 0x01;
-    let checks: [(usize, fn(u8) -> bool); 4] =
+    type Check = (usize, fn(u8) -> bool);
+    let expected: [Check; 4] =
         [(0, |b| b == HANDSHAKE), (1, |b| b == 0x03), (2, |b| b <= 0x04), (5, |b| b == CLIENT_HELLO)];
-    for (index, ok) in checks {
+    for (index, ok) in expected {
         match head.get(index) {
             None => return Match::Maybe,
             Some(&byte) if !ok(byte) => return Match::No,
@@ -172,15 +184,15 @@ mod tests {
     /// must be detected as `expected`.
     fn check_all_prefixes(whole: &[u8], expected: Protocol) {
         for n in 0..whole.len() {
-            assert_eq!(detect(&whole[..n]), Err(()), "prefix of {n} bytes");
+            assert_eq!(detect(&whole[..n]), Detection::NeedMore, "prefix of {n} bytes");
         }
-        assert_eq!(detect(whole), Ok(Some(expected)));
+        assert_eq!(detect(whole), Detection::Found(expected));
     }
 
     #[test]
     fn flash_policy_every_prefix() {
         check_all_prefixes(b"<policy-file-request/>", Protocol::FlashPolicy);
-        assert_eq!(detect(b"<policy-file-request/>\0"), Ok(Some(Protocol::FlashPolicy)));
+        assert_eq!(detect(b"<policy-file-request/>\0"), Detection::Found(Protocol::FlashPolicy));
     }
 
     #[test]
@@ -203,12 +215,12 @@ mod tests {
 
     #[test]
     fn others_are_decided_early() {
-        assert_eq!(detect(b"SSH-2.0-OpenSSH_9.2p1\r\n"), Ok(None));
-        assert_eq!(detect(b"SS"), Ok(None));
-        assert_eq!(detect(b"\x16\x03\x01\x00\x10\x02"), Ok(None));
-        assert_eq!(detect(b"GET / HTTP/2.0\r\n"), Ok(None));
-        assert_eq!(detect(b"GETX"), Ok(None));
-        assert_eq!(detect(b"GET /a b HTTP/1.1\r\n"), Ok(None));
+        assert_eq!(detect(b"SSH-2.0-OpenSSH_9.2p1\r\n"), Detection::NoMatch);
+        assert_eq!(detect(b"SS"), Detection::NoMatch);
+        assert_eq!(detect(b"\x16\x03\x01\x00\x10\x02"), Detection::NoMatch);
+        assert_eq!(detect(b"GET / HTTP/2.0\r\n"), Detection::NoMatch);
+        assert_eq!(detect(b"GETX"), Detection::NoMatch);
+        assert_eq!(detect(b"GET /a b HTTP/1.1\r\n"), Detection::NoMatch);
     }
 
     #[test]

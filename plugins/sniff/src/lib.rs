@@ -55,8 +55,9 @@ pub fn decide(settings: &Settings, head: &[u8], complete: bool) -> Decision {
         detect::detect_final(head)
     } else {
         match detect::detect(head) {
-            Ok(found) => found,
-            Err(()) => return Decision::NeedMore,
+            detect::Detection::Found(protocol) => Some(protocol),
+            detect::Detection::NoMatch => None,
+            detect::Detection::NeedMore => return Decision::NeedMore,
         }
     };
     let forward_or = |backend: &Option<String>, otherwise: Decision| match backend {
