@@ -14,7 +14,7 @@ use crate::backend::{Backend, BackendError};
 use crate::config::Fallback;
 use crate::names::BackendName;
 use crate::plugin::{ConnFacts, Verdict};
-use crate::relay::{RelayEnd, relay};
+use crate::relay::{IntoHalves, RelayEnd, relay};
 use crate::sniff::{SniffFailure, SniffLimits, sniff};
 use crate::state::{ListenerPlan, Snapshot};
 use std::io;
@@ -154,10 +154,7 @@ pub async fn serve(mut client: TcpStream, facts: ConnFacts, snapshot: &Snapshot,
 }
 
 /// Connect to the backend, replay the sniffed head, then relay both ways.
-async fn forward<C>(client: C, head: Vec<u8>, backend: &Backend, mut report: Report) -> Report
-where
-    C: AsyncRead + AsyncWrite,
-{
+async fn forward<C: IntoHalves>(client: C, head: Vec<u8>, backend: &Backend, mut report: Report) -> Report {
     report.backend = Some(backend.name().clone());
     let mut conn = match backend.connect().await {
         Ok(conn) => conn,

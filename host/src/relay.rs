@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// Bytes read per system call in each direction.
-const BUFFER_SIZE: usize = 64 << 10;
+const BUFFER_SIZE: usize = 128 << 10;
 
 /// How a relay ended. Each variant is a label in logs.
 #[derive(Debug)]
@@ -55,14 +55,38 @@ enum Side {
     Backend,
 }
 
+/// A stream split into halves that can be driven at once. TCP streams split
+/// for free; other streams (TLS) go through `tokio::io::split`.
+pub trait IntoHalves {
+    type Read: AsyncRead + Unpin;
+    type Write: AsyncWrite + Unpin;
+    fn into_halves(self) -> (Self::Read, Self::Write);
+}
+
+impl IntoHalves for tokio::net::TcpStream {
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+    fn into_halves(self) -> (Self::Read, Self::Write) {
+        self.into_split()
+    }
+}
+
+impl IntoHalves for tokio::io::DuplexStream {
+    type Read = tokio::io::ReadHalf<Self>;
+    type Write = tokio::io::WriteHalf<Self>;
+    fn into_halves(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+}
+
 /// Relay until both sides are done, one fails, or the link is idle.
 pub async fn relay<C, B>(client: C, backend: B, idle_timeout: Duration) -> RelayStats
 where
-    C: AsyncRead + AsyncWrite,
-    B: AsyncRead + AsyncWrite,
+    C: IntoHalves,
+    B: IntoHalves,
 {
-    let (client_read, client_write) = tokio::io::split(client);
-    let (backend_read, backend_write) = tokio::io::split(backend);
+    let (client_read, client_write) = client.into_halves();
+    let (backend_read, backend_write) = backend.into_halves();
     let start = Instant::now();
     // Milliseconds since `start` of the last byte moved, in either direction.
     let last_activity = AtomicU64::new(0);
