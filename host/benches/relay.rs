@@ -46,6 +46,7 @@ async fn run(mib: usize) {
         );
     }
     let _ = proxy.kill();
+    let _ = proxy.wait();
 }
 
 /// A backend that reads the direction from the first byte, then sinks
@@ -152,5 +153,7 @@ async fn start_proxy(backend: SocketAddr) -> (SocketAddr, std::process::Child) {
             return (addr, child);
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("sluice exited before listening");
 }
