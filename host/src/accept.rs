@@ -3,7 +3,7 @@
 //! all happen inside that task, under their own deadlines, so one slow client
 //! never delays the next accept.
 
-use crate::connection::{self, Outcome, Report};
+use crate::connection::{self, Outcome, Report, Spawner};
 use crate::names::{ConnId, ListenerName};
 use crate::plugin::ConnFacts;
 use crate::state::Snapshot;
@@ -62,12 +62,13 @@ impl AcceptLoop {
             let _ = stream.set_nodelay(true);
             let facts = ConnFacts { listener: self.name.clone(), client_addr, local_addr, tls: None };
             let close_all = self.draining.close_all.clone();
+            let spawner = Spawner { tasks: self.connections.clone(), close_all: close_all.clone() };
             let span = tracing::info_span!("conn", id = %ConnId::next(), listener = %self.name, client = %client_addr);
             self.connections.spawn(
                 async move {
                     let started = Instant::now();
                     let report = tokio::select! {
-                        report = connection::serve(stream, facts, &snapshot, &plan) => report,
+                        report = connection::serve(stream, facts, &snapshot, &plan, &spawner) => report,
                         () = close_all.cancelled() => Report::shutdown(),
                     };
                     log_access(&report, started.elapsed());
@@ -97,6 +98,7 @@ fn log_access(report: &Report, duration: Duration) {
             crate::relay::RelayEnd::ClientError(e) | crate::relay::RelayEnd::BackendError(e) => Some(e.to_string()),
             _ => None,
         },
+        Outcome::Http { error, .. } => error.clone(),
         Outcome::Replied | Outcome::Shutdown => None,
     };
     tracing::info!(

@@ -4,7 +4,8 @@
 //! sniff ─┬─► reply (bytes, then close or sniff again)   e.g. Flash policy
 //!        ├─► reject (close)
 //!        ├─► forward / forward-default ─► connect ─► replay head ─► relay
-//!        ├─► http / terminate-tls  (stages not configured on this listener: close)
+//!        ├─► http ─► the HTTP stage: each request routed by the route plugin
+//!        ├─► terminate-tls  (no certificates on this listener: close)
 //!        └─► plugin failed ─► the listener's fallback (close, or a backend)
 //! ```
 //!
@@ -12,15 +13,21 @@
 
 use crate::backend::{Backend, BackendError};
 use crate::config::Fallback;
+use crate::http::{self, HttpStage};
+use crate::io::PrefixedIo;
 use crate::names::BackendName;
 use crate::plugin::{ConnFacts, Verdict};
 use crate::relay::{IntoHalves, RelayEnd, relay};
 use crate::sniff::{SniffFailure, SniffLimits, sniff};
 use crate::state::{ListenerPlan, Snapshot};
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long a closing connection may keep sending before it is dropped
 /// (lets a client finish writing so it reads our reply instead of a reset).
@@ -44,6 +51,8 @@ pub enum Outcome {
     BackendUnavailable(BackendError),
     /// The verdict cannot be carried out with this listener's config.
     Misrouted(String),
+    /// Served as HTTP: this many requests (each has its own access-log line).
+    Http { requests: u64, error: Option<String> },
     /// The proxy shut down before the connection ended.
     Shutdown,
 }
@@ -58,6 +67,7 @@ impl Outcome {
             Outcome::PluginFailed(_) => "plugin-failed",
             Outcome::BackendUnavailable(_) => "backend-unavailable",
             Outcome::Misrouted(_) => "misrouted",
+            Outcome::Http { .. } => "http",
             Outcome::Shutdown => "shutdown",
         }
     }
@@ -90,8 +100,22 @@ impl Report {
     }
 }
 
+/// What a connection may spawn beside itself (upgraded tunnels), tracked so
+/// a shutdown drains them too.
+#[derive(Clone)]
+pub struct Spawner {
+    pub tasks: TaskTracker,
+    pub close_all: CancellationToken,
+}
+
 /// Serve one accepted connection on `plan`'s listener.
-pub async fn serve(mut client: TcpStream, facts: ConnFacts, snapshot: &Snapshot, plan: &ListenerPlan) -> Report {
+pub async fn serve(
+    mut client: TcpStream,
+    facts: ConnFacts,
+    snapshot: &Arc<Snapshot>,
+    plan: &Arc<ListenerPlan>,
+    spawner: &Spawner,
+) -> Report {
     let mut report = Report::new();
     let limits = SniffLimits { max_bytes: plan.config.max_inspect_bytes, timeout: plan.config.inspect_timeout };
     loop {
@@ -135,9 +159,22 @@ pub async fn serve(mut client: TcpStream, facts: ConnFacts, snapshot: &Snapshot,
             },
             Verdict::Forward(name) => name,
             Verdict::Http => {
-                let why =
-                    "the sniff plugin chose http, but this listener serves no HTTP (set the plugin's http-backend)";
-                return report.ended(Outcome::Misrouted(why.into()));
+                let Some(router) = plan.router.clone() else {
+                    let why = "the sniff plugin chose http, but this listener has no `route` plugin";
+                    return report.ended(Outcome::Misrouted(why.into()));
+                };
+                let stage = Arc::new(HttpStage {
+                    facts,
+                    plan: plan.clone(),
+                    snapshot: snapshot.clone(),
+                    router,
+                    tasks: spawner.tasks.clone(),
+                    close_all: spawner.close_all.clone(),
+                    requests: AtomicU64::new(0),
+                });
+                let result = http::serve(PrefixedIo::new(sniffed.head, client), stage.clone()).await;
+                let requests = stage.requests.load(Ordering::Relaxed);
+                return report.ended(Outcome::Http { requests, error: result.err() });
             }
             Verdict::TerminateTls => {
                 let why = "the sniff plugin chose terminate-tls, but this listener has no certificates (set the plugin's tls-backend)";

@@ -7,7 +7,8 @@
 //! ```text
 //! accept ─► sniff ─┬─► reply (bytes, close)            e.g. Flash policy
 //!                  ├─► reject
-//!                  └─► forward(backend) ─► relay raw bytes both ways
+//!                  ├─► forward(backend) ─► relay raw bytes both ways
+//!                  └─► http ─► per request: route plugin ─► backend (keep-alive; Upgrade ⇒ tunnel)
 //! ```
 //!
 //! - [`config`]: the TOML file, validated in one step into real types.
@@ -15,7 +16,9 @@
 //! - [`accept`]: the accept loop; one task per connection.
 //! - [`connection`]: one connection's stages, ending in a [`connection::Report`].
 //! - [`sniff`]: read the head until the sniff plugin decides.
-//! - [`backend`]: backends and connecting to their servers.
+//! - [`http`]: the HTTP stage: hyper, per-request routing, WebSocket tunnels.
+//! - [`io`]: a stream that replays the sniffed bytes first.
+//! - [`backend`]: backends, server choice (round-robin, rendezvous), connection reuse.
 //! - [`relay`]: full-duplex copy with half-close and idle timeouts.
 //! - [`plugin`]: what the core needs from plugins; [`plugin::wasm`] runs them
 //!   on wasmtime. Nothing else in the crate touches wasmtime.
@@ -29,6 +32,8 @@ pub mod builtin;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod http;
+pub mod io;
 pub mod names;
 pub mod plugin;
 pub mod relay;

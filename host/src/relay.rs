@@ -79,6 +79,14 @@ impl IntoHalves for tokio::io::DuplexStream {
     }
 }
 
+impl IntoHalves for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {
+    type Read = tokio::io::ReadHalf<Self>;
+    type Write = tokio::io::WriteHalf<Self>;
+    fn into_halves(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+}
+
 /// Relay until both sides are done, one fails, or the link is idle.
 pub async fn relay<C, B>(client: C, backend: B, idle_timeout: Duration) -> RelayStats
 where

@@ -8,8 +8,8 @@ use crate::backend::Backends;
 use crate::builtin;
 use crate::config::{Config, ListenerConfig, PluginConfig, PluginSource};
 use crate::names::{ListenerName, PluginName};
-use crate::plugin::Sniffer;
 use crate::plugin::wasm::{LoadError, Runtime};
+use crate::plugin::{Router, Sniffer};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub struct ListenerPlan {
     pub config: ListenerConfig,
     pub sniffer: Arc<dyn Sniffer>,
+    /// The route plugin for HTTP requests, if the listener serves HTTP.
+    pub router: Option<Arc<dyn Router>>,
 }
 
 pub struct Snapshot {
@@ -38,21 +40,37 @@ impl Snapshot {
     /// WebAssembly: run it off the async workers.
     pub fn build(config: &Config, runtime: &Runtime) -> Result<Snapshot, PluginLoadError> {
         let mut sniffers: HashMap<PluginName, Arc<dyn Sniffer>> = HashMap::new();
+        let mut routers: HashMap<PluginName, Arc<dyn Router>> = HashMap::new();
         for listener in &config.listeners {
-            if sniffers.contains_key(&listener.sniff) {
-                continue;
+            if !sniffers.contains_key(&listener.sniff) {
+                let plugin = &config.plugins[&listener.sniff];
+                let (wasm, source) = read_plugin(plugin)?;
+                let sniffer = runtime
+                    .load_sniffer(plugin.name.clone(), &wasm, plugin.settings_json.clone(), plugin.limits)
+                    .map_err(|error| load_error(plugin, source, error))?;
+                sniffers.insert(listener.sniff.clone(), sniffer);
             }
-            let plugin = &config.plugins[&listener.sniff];
-            sniffers.insert(listener.sniff.clone(), load_sniffer(plugin, runtime)?);
+            if let Some(route) = listener.route.as_ref().filter(|route| !routers.contains_key(*route)) {
+                let plugin = &config.plugins[route];
+                let (wasm, source) = read_plugin(plugin)?;
+                let router = runtime
+                    .load_router(plugin.name.clone(), &wasm, plugin.settings_json.clone(), plugin.limits)
+                    .map_err(|error| load_error(plugin, source, error))?;
+                routers.insert(route.clone(), router);
+            }
         }
-        for name in config.plugins.keys().filter(|name| !sniffers.contains_key(*name)) {
+        for name in config.plugins.keys().filter(|name| !sniffers.contains_key(*name) && !routers.contains_key(*name)) {
             tracing::warn!(plugin = %name, "plugin is configured but no listener uses it");
         }
         let listeners = config
             .listeners
             .iter()
             .map(|listener| {
-                let plan = ListenerPlan { config: listener.clone(), sniffer: sniffers[&listener.sniff].clone() };
+                let plan = ListenerPlan {
+                    config: listener.clone(),
+                    sniffer: sniffers[&listener.sniff].clone(),
+                    router: listener.route.as_ref().map(|route| routers[route].clone()),
+                };
                 (listener.name.clone(), Arc::new(plan))
             })
             .collect();
@@ -60,26 +78,28 @@ impl Snapshot {
     }
 }
 
-fn load_sniffer(plugin: &PluginConfig, runtime: &Runtime) -> Result<Arc<dyn Sniffer>, PluginLoadError> {
-    let (bytes, source_desc) = match &plugin.source {
-        PluginSource::Builtin(name) => {
-            let bytes = builtin::component(name).expect("config validation checked the built-in name");
-            (bytes.to_vec(), format!("built-in `{name}`"))
-        }
+/// The plugin's component bytes, and a description of where they came from.
+fn read_plugin(plugin: &PluginConfig) -> Result<(Vec<u8>, String), PluginLoadError> {
+    match &plugin.source {
+        PluginSource::Builtin(name) => match builtin::component(name) {
+            Some(bytes) => Ok((bytes.to_vec(), format!("built-in `{name}`"))),
+            None => Err(PluginLoadError::Read {
+                plugin: plugin.name.clone(),
+                path: format!("builtin:{name}"),
+                error: std::io::Error::new(std::io::ErrorKind::NotFound, "no such built-in plugin"),
+            }),
+        },
         PluginSource::File(path) => {
             let bytes = std::fs::read(path).map_err(|error| PluginLoadError::Read {
                 plugin: plugin.name.clone(),
                 path: path.display().to_string(),
                 error,
             })?;
-            (bytes, path.display().to_string())
+            Ok((bytes, path.display().to_string()))
         }
-    };
-    let started = std::time::Instant::now();
-    let sniffer =
-        runtime.load_sniffer(plugin.name.clone(), &bytes, plugin.settings_json.clone(), plugin.limits).map_err(
-            |error| PluginLoadError::Load { plugin: plugin.name.clone(), source_desc: source_desc.clone(), error },
-        )?;
-    tracing::info!(plugin = %plugin.name, source = %source_desc, took = ?started.elapsed(), "plugin loaded");
-    Ok(sniffer)
+    }
+}
+
+fn load_error(plugin: &PluginConfig, source_desc: String, error: LoadError) -> PluginLoadError {
+    PluginLoadError::Load { plugin: plugin.name.clone(), source_desc, error }
 }

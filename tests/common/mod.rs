@@ -2,6 +2,8 @@
 //! library on port 0, and small real backends on loopback.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod http_backend;
+
 use sluice::{App, Config, Drained};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,9 @@ mod units;
 
 pub use units::{parse_duration, parse_size};
 
+/// The names `forwarded-headers` accepts.
+pub const FORWARDED_HEADER_NAMES: &[&str] = &["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"];
+
 use crate::names::{BackendName, ListenerName, PluginName};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -43,8 +46,16 @@ pub struct ListenerConfig {
     pub inspect_timeout: Duration,
     /// How many bytes the sniff stage reads at most before asking the plugin to decide.
     pub max_inspect_bytes: usize,
-    /// What happens when the sniff plugin fails (trap, CPU budget, memory cap).
+    /// What happens when a plugin fails (trap, CPU budget, memory cap).
     pub fallback: Fallback,
+    /// The route plugin that picks a backend for each HTTP request; without
+    /// one, `http` verdicts cannot be served on this listener.
+    pub route: Option<PluginName>,
+    /// How long a client may take to send a complete request head
+    /// (including the wait for the next request on a keep-alive connection).
+    pub header_timeout: Duration,
+    /// Largest HTTP/1 request head accepted (larger: 431).
+    pub max_header_bytes: usize,
 }
 
 /// What a listener does with a connection whose plugin decision failed.
@@ -60,8 +71,31 @@ pub struct BackendConfig {
     /// `host:port` strings; names are resolved at each connect.
     pub servers: Vec<String>,
     pub connect_timeout: Duration,
-    /// A relayed connection with no bytes in either direction for this long is closed.
+    /// A relayed connection (or upgraded WebSocket) with no bytes in either direction for this long is closed.
     pub idle_timeout: Duration,
+    /// How long to wait for a backend's HTTP response head (then 504).
+    pub response_timeout: Duration,
+    /// Which client-address headers HTTP requests to this backend get.
+    pub forwarded: ForwardedHeaders,
+}
+
+/// The client-address and protocol headers added to proxied HTTP requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardedHeaders {
+    /// `X-Forwarded-For`, appended to any the client sent.
+    pub x_forwarded_for: bool,
+    /// `X-Forwarded-Proto`: `http` or `https`.
+    pub x_forwarded_proto: bool,
+    /// `X-Forwarded-Host`: the Host the client asked for.
+    pub x_forwarded_host: bool,
+    /// RFC 7239 `Forwarded`, appended to any the client sent.
+    pub forwarded: bool,
+}
+
+impl Default for ForwardedHeaders {
+    fn default() -> Self {
+        Self { x_forwarded_for: true, x_forwarded_proto: true, x_forwarded_host: true, forwarded: false }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -2,8 +2,8 @@
 
 use super::units::{parse_duration, parse_size};
 use super::{
-    BackendConfig, Config, DemoKind, DemoServer, Fallback, ListenerConfig, MAX_INSPECT_BYTES, MAX_PLUGIN_MEMORY,
-    PluginConfig, PluginLimits, PluginSource, Problem,
+    BackendConfig, Config, DemoKind, DemoServer, FORWARDED_HEADER_NAMES, Fallback, ForwardedHeaders, ListenerConfig,
+    MAX_INSPECT_BYTES, MAX_PLUGIN_MEMORY, PluginConfig, PluginLimits, PluginSource, Problem,
 };
 use crate::builtin;
 use crate::names::{BackendName, ListenerName, PluginName};
@@ -36,6 +36,9 @@ struct RawListener {
     inspect_timeout: Option<String>,
     max_inspect_bytes: Option<SizeValue>,
     fallback: Option<RawFallback>,
+    route: Option<String>,
+    header_timeout: Option<String>,
+    max_header_bytes: Option<SizeValue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +56,8 @@ struct RawBackend {
     servers: Vec<String>,
     connect_timeout: Option<String>,
     idle_timeout: Option<String>,
+    response_timeout: Option<String>,
+    forwarded_headers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +99,10 @@ const DEFAULT_INSPECT_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_MAX_INSPECT_BYTES: u64 = 8 << 10;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_HEADER_BYTES: u64 = 64 << 10;
+const MAX_HEADER_BYTES: u64 = 1 << 20;
 
 /// Collects problems while validating, so the operator sees all of them at once.
 #[derive(Default)]
@@ -166,8 +175,31 @@ impl RawConfig {
                     known_backend(&mut problems, &at("fallback.backend"), backend).map(Fallback::Backend)
                 }
             };
-            if let (Some(bind), Some(inspect_timeout), Some(max_inspect_bytes), Some(fallback)) =
-                (bind, inspect_timeout, max_inspect_bytes, fallback)
+            let route = match &raw.route {
+                Some(name) if plugin_names.contains(name.as_str()) => Some(PluginName::new(name.as_str())),
+                Some(name) => {
+                    problems.add(at("route"), format!("no plugin named `{name}` (see [plugins])"));
+                    None
+                }
+                None => None,
+            };
+            let header_timeout = match &raw.header_timeout {
+                Some(text) => problems.check(&at("header-timeout"), positive_duration(text)),
+                None => Some(DEFAULT_HEADER_TIMEOUT),
+            };
+            let max_header_bytes = match &raw.max_header_bytes {
+                Some(size) => problems
+                    .check(&at("max-header-bytes"), size.bytes().and_then(|n| in_range(n, 8 << 10, MAX_HEADER_BYTES))),
+                None => Some(DEFAULT_MAX_HEADER_BYTES),
+            };
+            if let (
+                Some(bind),
+                Some(inspect_timeout),
+                Some(max_inspect_bytes),
+                Some(fallback),
+                Some(header_timeout),
+                Some(max_header_bytes),
+            ) = (bind, inspect_timeout, max_inspect_bytes, fallback, header_timeout, max_header_bytes)
             {
                 listeners.push(ListenerConfig {
                     name: ListenerName::new(raw.name.as_str()),
@@ -177,6 +209,9 @@ impl RawConfig {
                     inspect_timeout,
                     max_inspect_bytes: max_inspect_bytes as usize,
                     fallback,
+                    route,
+                    header_timeout,
+                    max_header_bytes: max_header_bytes as usize,
                 });
             }
         }
@@ -198,10 +233,28 @@ impl RawConfig {
                 Some(text) => problems.check(&at("idle-timeout"), positive_duration(text)),
                 None => Some(DEFAULT_IDLE_TIMEOUT),
             };
-            if let (Some(connect_timeout), Some(idle_timeout)) = (connect_timeout, idle_timeout) {
+            let response_timeout = match &raw.response_timeout {
+                Some(text) => problems.check(&at("response-timeout"), positive_duration(text)),
+                None => Some(DEFAULT_RESPONSE_TIMEOUT),
+            };
+            let forwarded = match &raw.forwarded_headers {
+                Some(names) => problems.check(&at("forwarded-headers"), forwarded_headers(names)),
+                None => Some(ForwardedHeaders::default()),
+            };
+            if let (Some(connect_timeout), Some(idle_timeout), Some(response_timeout), Some(forwarded)) =
+                (connect_timeout, idle_timeout, response_timeout, forwarded)
+            {
                 let name = BackendName::new(name.as_str());
                 let servers = raw.servers.clone();
-                backends.insert(name.clone(), BackendConfig { name, servers, connect_timeout, idle_timeout });
+                let backend = BackendConfig {
+                    name: name.clone(),
+                    servers,
+                    connect_timeout,
+                    idle_timeout,
+                    response_timeout,
+                    forwarded,
+                };
+                backends.insert(name, backend);
             }
         }
 
@@ -293,6 +346,26 @@ fn check_server(text: &str) -> Result<(), String> {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => Ok(()),
         _ => Err(format!("`{text}` is not `host:port` (e.g. \"127.0.0.1:9000\" or \"web-1.internal:80\")")),
     }
+}
+
+fn forwarded_headers(names: &[String]) -> Result<ForwardedHeaders, String> {
+    let mut headers = ForwardedHeaders {
+        x_forwarded_for: false,
+        x_forwarded_proto: false,
+        x_forwarded_host: false,
+        forwarded: false,
+    };
+    for name in names {
+        let flag = match name.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => &mut headers.x_forwarded_for,
+            "x-forwarded-proto" => &mut headers.x_forwarded_proto,
+            "x-forwarded-host" => &mut headers.x_forwarded_host,
+            "forwarded" => &mut headers.forwarded,
+            _ => return Err(format!("unknown header `{name}` (one of: {})", FORWARDED_HEADER_NAMES.join(", "))),
+        };
+        *flag = true;
+    }
+    Ok(headers)
 }
 
 fn positive_duration(text: &str) -> Result<Duration, String> {

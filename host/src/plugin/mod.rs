@@ -1,6 +1,6 @@
 //! What the proxy core needs from plugins, independent of how they run.
 //!
-//! The stages (`sniff`, and later `route`) only see the [`Sniffer`] trait and
+//! The stages (`sniff`, `http`) only see the [`Sniffer`] and [`Router`] traits and
 //! the plain types here; [`wasm`] implements it over wasmtime. Tests of the
 //! stages can use small fakes.
 
@@ -85,6 +85,61 @@ impl PluginError {
             PluginError::Init(_) => "init",
         }
     }
+}
+
+/// An HTTP request head as a route plugin sees it.
+#[derive(Debug, Clone)]
+pub struct RouteRequest {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// HTTP/2 `:authority` or the `Host` header.
+    pub authority: Option<String>,
+    /// Lower-case names, raw values.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A route plugin's answer for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteDecision {
+    Forward(ForwardTo),
+    Respond(SyntheticResponse),
+}
+
+impl RouteDecision {
+    pub fn label(&self) -> &'static str {
+        match self {
+            RouteDecision::Forward(_) => "forward",
+            RouteDecision::Respond(_) => "respond",
+        }
+    }
+}
+
+/// Send the request to a backend, edited so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardTo {
+    pub backend: BackendName,
+    /// A key that should reach the same server each time.
+    pub affinity: Option<String>,
+    pub set_headers: Vec<(String, Vec<u8>)>,
+    pub remove_headers: Vec<String>,
+    pub rewrite_path: Option<String>,
+}
+
+/// Answer the client directly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntheticResponse {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+/// Routes HTTP requests.
+pub trait Router: Send + Sync {
+    fn name(&self) -> &PluginName;
+
+    /// Decide where one request goes. Synchronous and bounded by the plugin's CPU budget.
+    fn pick(&self, conn: &ConnFacts, request: &RouteRequest) -> Result<RouteDecision, PluginError>;
 }
 
 /// Classifies a connection from its first bytes.

@@ -1,0 +1,186 @@
+//! Header work for proxied requests and responses: hop-by-hop stripping
+//! (RFC 9110 section 7.6.1), client-address headers, the route plugin's
+//! edits, and the request head handed to the route plugin.
+
+use crate::config::ForwardedHeaders;
+use crate::plugin::{ConnFacts, RouteRequest};
+use http::Request;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
+/// Headers that describe one hop, never forwarded.
+const HOP_BY_HOP: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// Remove hop-by-hop headers, including every header the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// True for an HTTP/1.1 `Upgrade: websocket` request.
+pub fn is_websocket_upgrade<B>(request: &Request<B>) -> bool {
+    let has_token = |name: HeaderName, token: &str| {
+        request
+            .headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    request.version() == http::Version::HTTP_11
+        && has_token(header::CONNECTION, "upgrade")
+        && has_token(header::UPGRADE, "websocket")
+}
+
+/// The request's authority: HTTP/2 `:authority` / absolute-form URI, or `Host`.
+pub fn authority<B>(request: &Request<B>) -> Option<String> {
+    request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string))
+}
+
+/// The request head as the route plugin sees it.
+pub fn route_request<B>(request: &Request<B>) -> RouteRequest {
+    RouteRequest {
+        method: request.method().as_str().to_string(),
+        path: request.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".to_string()),
+        authority: authority(request),
+        headers: request
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+            .collect(),
+    }
+}
+
+/// Apply the route plugin's header edits. Names or values that are not
+/// valid HTTP are skipped and reported.
+pub fn apply_edits(headers: &mut HeaderMap, remove: &[String], set: &[(String, Vec<u8>)]) -> Vec<String> {
+    let mut refused = Vec::new();
+    for name in remove {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(name) => {
+                headers.remove(name);
+            }
+            Err(_) => refused.push(name.clone()),
+        }
+    }
+    for (name, value) in set {
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value)) {
+            (Ok(name), Ok(value)) => {
+                headers.insert(name, value);
+            }
+            _ => refused.push(name.clone()),
+        }
+    }
+    refused
+}
+
+/// Add the client-address and protocol headers `forwarded` asks for.
+pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnFacts, host: Option<&str>, forwarded: ForwardedHeaders) {
+    let client_ip = conn.client_addr.ip();
+    let proto = if conn.tls.is_some() { "https" } else { "http" };
+    if forwarded.x_forwarded_for {
+        append_list(headers, "x-forwarded-for", &client_ip.to_string());
+    }
+    if forwarded.x_forwarded_proto {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    }
+    if forwarded.x_forwarded_host
+        && let Some(value) = host.and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        headers.insert("x-forwarded-host", value);
+    }
+    if forwarded.forwarded {
+        let node = match client_ip {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("\"[{ip}]\""),
+        };
+        let mut element = format!("for={node};proto={proto}");
+        if let Some(host) = host.filter(|h| !h.contains(['"', '\\'])) {
+            element.push_str(&format!(";host=\"{host}\""));
+        }
+        append_list(headers, "forwarded", &element);
+    }
+}
+
+/// Append `item` to a comma-separated list header, joining repeated headers into one.
+fn append_list(headers: &mut HeaderMap, name: &'static str, item: &str) {
+    let mut joined: Vec<String> =
+        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
+    joined.push(item.to_string());
+    if let Ok(value) = HeaderValue::from_str(&joined.join(", ")) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::ListenerName;
+
+    fn conn(client: &str) -> ConnFacts {
+        ConnFacts {
+            listener: ListenerName::new("test"),
+            client_addr: client.parse().unwrap(),
+            local_addr: "127.0.0.1:80".parse().unwrap(),
+            tls: None,
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_including_those_named_by_connection() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("host", "a.test"),
+            ("x-kept", "yes"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        remove_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["host", "x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_not_replaced() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+        headers.insert("forwarded", HeaderValue::from_static("for=203.0.113.7"));
+        let all = ForwardedHeaders { forwarded: true, ..ForwardedHeaders::default() };
+        add_forwarded(&mut headers, &conn("[::1]:4000"), Some("a.test:8080"), all);
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.7, ::1");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "a.test:8080");
+        assert_eq!(headers["forwarded"], "for=203.0.113.7, for=\"[::1]\";proto=http;host=\"a.test:8080\"");
+    }
+
+    #[test]
+    fn invalid_plugin_edits_are_refused_not_applied() {
+        let mut headers = HeaderMap::new();
+        let set = vec![("x-ok".to_string(), b"1".to_vec()), ("bad name".to_string(), b"1".to_vec())];
+        let refused = apply_edits(&mut headers, &[], &set);
+        assert_eq!(refused, ["bad name"]);
+        assert_eq!(headers["x-ok"], "1");
+    }
+}
