@@ -16,7 +16,7 @@ fn check_accepts_the_demo_config() {
     let output = sluice().arg("check").arg("--config").arg(repo_root().join("examples/demo.toml")).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains(": ok (1 listeners, 2 backends, 1 plugins loaded and probed)"), "{stdout}");
+    assert!(stdout.contains(": ok (1 listeners, 2 backends, 2 plugins loaded and probed)"), "{stdout}");
 }
 
 #[test]
@@ -34,7 +34,7 @@ fn check_names_the_file_and_field_of_each_problem() {
     assert!(!output.status.success());
     assert!(stderr.contains("broken.toml: 2 problems"), "{stderr}");
     assert!(stderr.contains("listeners[0].bind: `nowhere` is not an address with a port"), "{stderr}");
-    assert!(stderr.contains("plugins.sniff.builtin: no built-in plugin `snif` (built-in: sniff)"), "{stderr}");
+    assert!(stderr.contains("plugins.sniff.builtin: no built-in plugin `snif` (built-in: sniff, path)"), "{stderr}");
 }
 
 #[tokio::test]

@@ -80,6 +80,12 @@ impl Snapshot {
 
 /// The plugin's component bytes, and a description of where they came from.
 fn read_plugin(plugin: &PluginConfig) -> Result<(Vec<u8>, String), PluginLoadError> {
+    let read = read_plugin_bytes(plugin)?;
+    tracing::info!(plugin = %plugin.name, source = %read.1, bytes = read.0.len(), "loading plugin");
+    Ok(read)
+}
+
+fn read_plugin_bytes(plugin: &PluginConfig) -> Result<(Vec<u8>, String), PluginLoadError> {
     match &plugin.source {
         PluginSource::Builtin(name) => match builtin::component(name) {
             Some(bytes) => Ok((bytes.to_vec(), format!("built-in `{name}`"))),
