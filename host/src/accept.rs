@@ -60,7 +60,7 @@ impl AcceptLoop {
             };
             let Ok(local_addr) = stream.local_addr() else { continue };
             let _ = stream.set_nodelay(true);
-            let facts = ConnFacts { listener: self.name.clone(), client_addr, local_addr, tls: None };
+            let facts = ConnFacts { listener: self.name.clone(), client_addr, local_addr, tls: None, hello: None };
             let close_all = self.draining.close_all.clone();
             let spawner = Spawner { tasks: self.connections.clone(), close_all: close_all.clone() };
             let span = tracing::info_span!("conn", id = %ConnId::next(), listener = %self.name, client = %client_addr);
@@ -90,7 +90,7 @@ fn is_per_connection(e: &io::Error) -> bool {
 /// One line per connection, at its end.
 fn log_access(report: &Report, duration: Duration) {
     let detail = match &report.outcome {
-        Outcome::Rejected(reason) | Outcome::Misrouted(reason) => Some(reason.clone()),
+        Outcome::Rejected(reason) | Outcome::Misrouted(reason) | Outcome::TlsFailed(reason) => Some(reason.clone()),
         Outcome::ClientError(e) => Some(e.to_string()),
         Outcome::PluginFailed(e) => Some(e.to_string()),
         Outcome::BackendUnavailable(e) => Some(e.to_string()),
@@ -104,6 +104,7 @@ fn log_access(report: &Report, duration: Duration) {
     tracing::info!(
         target: "sluice::access",
         verdict = report.verdict,
+        sni = report.tls_server_name.as_deref(),
         backend = report.backend.as_ref().map(|b| b.as_str()),
         server = report.server.as_deref(),
         bytes_in = report.bytes_in,

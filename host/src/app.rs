@@ -7,7 +7,7 @@ use crate::config::{Config, DemoServer};
 use crate::demo;
 use crate::names::ListenerName;
 use crate::plugin::wasm::Runtime;
-use crate::state::{PluginLoadError, Snapshot};
+use crate::state::{BuildError, Snapshot};
 use arc_swap::ArcSwap;
 use std::future::Future;
 use std::io;
@@ -24,7 +24,7 @@ pub enum StartError {
     #[error("cannot start the WebAssembly runtime: {0}")]
     Runtime(String),
     #[error(transparent)]
-    Plugin(#[from] PluginLoadError),
+    Build(#[from] BuildError),
     #[error("{what}: cannot listen on {addr}: {error}")]
     Bind { what: String, addr: SocketAddr, error: io::Error },
 }

@@ -5,7 +5,7 @@
 //!        ├─► reject (close)
 //!        ├─► forward / forward-default ─► connect ─► replay head ─► relay
 //!        ├─► http ─► the HTTP stage: each request routed by the route plugin
-//!        ├─► terminate-tls  (no certificates on this listener: close)
+//!        ├─► terminate-tls ─► handshake (certificate by SNI) ─► sniff again, decrypted
 //!        └─► plugin failed ─► the listener's fallback (close, or a backend)
 //! ```
 //!
@@ -16,8 +16,8 @@ use crate::config::Fallback;
 use crate::http::{self, HttpStage};
 use crate::io::PrefixedIo;
 use crate::names::BackendName;
-use crate::plugin::{ConnFacts, Verdict};
-use crate::relay::{IntoHalves, RelayEnd, relay};
+use crate::plugin::{ConnFacts, TlsFacts, Verdict};
+use crate::relay::{IntoHalves, RelayEnd, TlsStreamHalves, relay};
 use crate::sniff::{SniffFailure, SniffLimits, sniff};
 use crate::state::{ListenerPlan, Snapshot};
 use std::io;
@@ -53,6 +53,8 @@ pub enum Outcome {
     Misrouted(String),
     /// Served as HTTP: this many requests (each has its own access-log line).
     Http { requests: u64, error: Option<String> },
+    /// The TLS handshake failed or timed out.
+    TlsFailed(String),
     /// The proxy shut down before the connection ended.
     Shutdown,
 }
@@ -68,6 +70,7 @@ impl Outcome {
             Outcome::BackendUnavailable(_) => "backend-unavailable",
             Outcome::Misrouted(_) => "misrouted",
             Outcome::Http { .. } => "http",
+            Outcome::TlsFailed(_) => "tls-failed",
             Outcome::Shutdown => "shutdown",
         }
     }
@@ -77,6 +80,8 @@ impl Outcome {
 #[derive(Debug)]
 pub struct Report {
     pub verdict: &'static str,
+    /// The SNI name of a terminated TLS session.
+    pub tls_server_name: Option<String>,
     pub backend: Option<BackendName>,
     pub server: Option<String>,
     pub bytes_in: u64,
@@ -91,12 +96,26 @@ impl Report {
     }
 
     fn new() -> Self {
-        Self { verdict: "none", backend: None, server: None, bytes_in: 0, bytes_out: 0, outcome: Outcome::Shutdown }
+        Self {
+            verdict: "none",
+            tls_server_name: None,
+            backend: None,
+            server: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            outcome: Outcome::Shutdown,
+        }
     }
 
     fn ended(mut self, outcome: Outcome) -> Self {
         self.outcome = outcome;
         self
+    }
+
+    /// Record how the connection ended; the stream is done.
+    fn end<S>(&mut self, outcome: Outcome) -> Step<S> {
+        self.outcome = outcome;
+        Step::Done
     }
 }
 
@@ -110,18 +129,67 @@ pub struct Spawner {
 
 /// Serve one accepted connection on `plan`'s listener.
 pub async fn serve(
-    mut client: TcpStream,
-    facts: ConnFacts,
+    client: TcpStream,
+    mut facts: ConnFacts,
     snapshot: &Arc<Snapshot>,
     plan: &Arc<ListenerPlan>,
     spawner: &Spawner,
 ) -> Report {
     let mut report = Report::new();
+    let (client, head) = match serve_stream(client, &facts, snapshot, plan, spawner, &mut report).await {
+        Step::Done => return report,
+        Step::TerminateTls { client, head } => (client, head),
+    };
+    let Some(tls) = &plan.tls else {
+        let why = "the sniff plugin chose terminate-tls, but this listener has no certificates";
+        return report.ended(Outcome::Misrouted(why.into()));
+    };
+    // The ClientHello was read while sniffing: replay it into the handshake.
+    let handshake = tls.acceptor.accept(PrefixedIo::new(head, client));
+    let stream = match tokio::time::timeout(tls.handshake_timeout, handshake).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return report.ended(Outcome::TlsFailed(e.to_string())),
+        Err(_) => return report.ended(Outcome::TlsFailed(format!("no handshake within {:?}", tls.handshake_timeout))),
+    };
+    let session = stream.get_ref().1;
+    let tls_facts = TlsFacts {
+        server_name: session.server_name().map(str::to_string),
+        alpn: session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
+    };
+    report.tls_server_name = tls_facts.server_name.clone();
+    facts.tls = Some(tls_facts);
+    facts.hello = None;
+    match serve_stream(TlsStreamHalves(stream), &facts, snapshot, plan, spawner, &mut report).await {
+        Step::Done => report,
+        Step::TerminateTls { .. } => report.ended(Outcome::Misrouted("terminate-tls inside TLS".into())),
+    }
+}
+
+/// Where serving a stream stopped.
+enum Step<S> {
+    /// The connection is over; the report says how.
+    Done,
+    /// The plugin asked for TLS termination; the caller does the handshake.
+    TerminateTls { client: S, head: Vec<u8> },
+}
+
+/// Sniff `client` and carry out the verdict, on a plain or decrypted stream.
+async fn serve_stream<S>(
+    mut client: S,
+    facts: &ConnFacts,
+    snapshot: &Arc<Snapshot>,
+    plan: &Arc<ListenerPlan>,
+    spawner: &Spawner,
+    report: &mut Report,
+) -> Step<S>
+where
+    S: AsyncRead + AsyncWrite + IntoHalves + Unpin + Send + 'static,
+{
     let limits = SniffLimits { max_bytes: plan.config.max_inspect_bytes, timeout: plan.config.inspect_timeout };
     loop {
-        let sniffed = match sniff(&mut client, plan.sniffer.as_ref(), &facts, limits).await {
+        let sniffed = match sniff(&mut client, plan.sniffer.as_ref(), facts, limits).await {
             Ok(sniffed) => sniffed,
-            Err(e) => return report.ended(Outcome::ClientError(e)),
+            Err(e) => return report.end(Outcome::ClientError(e)),
         };
         report.bytes_in += sniffed.head.len() as u64;
         let verdict = match sniffed.decision {
@@ -134,7 +202,7 @@ pub async fn serve(
                     "sniff plugin failed: {failure}; applying the listener's fallback"
                 );
                 match &plan.config.fallback {
-                    Fallback::Close => return report.ended(Outcome::PluginFailed(failure)),
+                    Fallback::Close => return report.end(Outcome::PluginFailed(failure)),
                     Fallback::Backend(name) => Verdict::Forward(name.clone()),
                 }
             }
@@ -143,28 +211,28 @@ pub async fn serve(
         let backend_name = match verdict {
             Verdict::Reply { data, then_close } => {
                 if let Err(e) = client.write_all(&data).await {
-                    return report.ended(Outcome::ClientError(e));
+                    return report.end(Outcome::ClientError(e));
                 }
                 report.bytes_out += data.len() as u64;
                 if then_close {
                     close_gracefully(client).await;
-                    return report.ended(Outcome::Replied);
+                    return report.end(Outcome::Replied);
                 }
                 continue;
             }
-            Verdict::Reject(reason) => return report.ended(Outcome::Rejected(reason)),
+            Verdict::Reject(reason) => return report.end(Outcome::Rejected(reason)),
             Verdict::ForwardDefault => match &plan.config.default_backend {
                 Some(name) => name.clone(),
-                None => return report.ended(Outcome::Misrouted("no default-backend on this listener".into())),
+                None => return report.end(Outcome::Misrouted("no default-backend on this listener".into())),
             },
             Verdict::Forward(name) => name,
             Verdict::Http => {
                 let Some(router) = plan.router.clone() else {
                     let why = "the sniff plugin chose http, but this listener has no `route` plugin";
-                    return report.ended(Outcome::Misrouted(why.into()));
+                    return report.end(Outcome::Misrouted(why.into()));
                 };
                 let stage = Arc::new(HttpStage {
-                    facts,
+                    facts: facts.clone(),
                     plan: plan.clone(),
                     snapshot: snapshot.clone(),
                     router,
@@ -174,37 +242,35 @@ pub async fn serve(
                 });
                 let result = http::serve(PrefixedIo::new(sniffed.head, client), stage.clone()).await;
                 let requests = stage.requests.load(Ordering::Relaxed);
-                return report.ended(Outcome::Http { requests, error: result.err() });
+                return report.end(Outcome::Http { requests, error: result.err() });
             }
-            Verdict::TerminateTls => {
-                let why = "the sniff plugin chose terminate-tls, but this listener has no certificates (set the plugin's tls-backend)";
-                return report.ended(Outcome::Misrouted(why.into()));
-            }
+            Verdict::TerminateTls => return Step::TerminateTls { client, head: sniffed.head },
             // The sniff stage never hands on need-more; count it as a plugin fault if it ever did.
-            Verdict::NeedMore => return report.ended(Outcome::PluginFailed(SniffFailure::NeedMoreWhenComplete)),
+            Verdict::NeedMore => return report.end(Outcome::PluginFailed(SniffFailure::NeedMoreWhenComplete)),
         };
         let Some(backend) = snapshot.backends.get(&backend_name) else {
-            return report.ended(Outcome::Misrouted(format!("the plugin chose an unknown backend `{backend_name}`")));
+            return report.end(Outcome::Misrouted(format!("the plugin chose an unknown backend `{backend_name}`")));
         };
-        return forward(client, sniffed.head, backend, report).await;
+        forward(client, sniffed.head, backend, report).await;
+        return Step::Done;
     }
 }
 
 /// Connect to the backend, replay the sniffed head, then relay both ways.
-async fn forward<C: IntoHalves>(client: C, head: Vec<u8>, backend: &Backend, mut report: Report) -> Report {
+async fn forward<C: IntoHalves>(client: C, head: Vec<u8>, backend: &Backend, report: &mut Report) {
     report.backend = Some(backend.name().clone());
     let mut conn = match backend.connect().await {
         Ok(conn) => conn,
-        Err(e) => return report.ended(Outcome::BackendUnavailable(e)),
+        Err(e) => return report.outcome = Outcome::BackendUnavailable(e),
     };
     report.server = Some(conn.server.clone());
     if let Err(e) = conn.stream.write_all(&head).await {
-        return report.ended(Outcome::Relayed(RelayEnd::BackendError(e)));
+        return report.outcome = Outcome::Relayed(RelayEnd::BackendError(e));
     }
     let stats = relay(client, conn.stream, backend.idle_timeout()).await;
     report.bytes_in += stats.client_to_backend;
     report.bytes_out += stats.backend_to_client;
-    report.ended(Outcome::Relayed(stats.end))
+    report.outcome = Outcome::Relayed(stats.end);
 }
 
 /// Send our FIN, then read and discard what the client still sends for a

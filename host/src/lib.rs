@@ -23,6 +23,7 @@
 //! - [`plugin`]: what the core needs from plugins; [`plugin::wasm`] runs them
 //!   on wasmtime. Nothing else in the crate touches wasmtime.
 //! - [`state`]: a snapshot of loaded plugins and backends for one config version.
+//! - [`tls`]: TLS termination (certificates by SNI) and the ClientHello parser.
 //! - [`demo`]: tiny servers so the examples run with nothing else installed.
 
 pub mod accept;
@@ -39,6 +40,7 @@ pub mod plugin;
 pub mod relay;
 pub mod sniff;
 pub mod state;
+pub mod tls;
 
 pub use app::{App, Drained, StartError};
 pub use config::Config;

@@ -433,10 +433,7 @@ impl FromStr for IpNet {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix_text {
             None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|&n| n <= max && p.bytes().all(|b| b.is_ascii_digit()))
+            Some(p) => parse_prefix(p, max)
                 .ok_or_else(|| format!("{s:?} is not a network: the prefix length must be a number from 0 to {max}"))?,
         };
         let net = IpNet { addr: mask(addr, prefix), prefix };
@@ -445,6 +442,12 @@ impl FromStr for IpNet {
         }
         Ok(net)
     }
+}
+
+/// A prefix length: decimal digits only, at most `max`.
+fn parse_prefix(text: &str, max: u8) -> Option<u8> {
+    let n: u8 = text.parse().ok()?;
+    (n <= max && text.bytes().all(|b| b.is_ascii_digit())).then_some(n)
 }
 
 impl fmt::Display for IpNet {
@@ -542,7 +545,9 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_on_the_first_wrong_byte() {
-        for garbage in [&b"G"[..], b"GET / HTTP/1.1\r\n", b"PROXX", b"PROXY\r\n", b"\r\n\r\n\0\r\nQUIX", b"\r\n\r\n\0\n"] {
+        let garbage: [&[u8]; 6] =
+            [b"G", b"GET / HTTP/1.1\r\n", b"PROXX", b"PROXY\r\n", b"\r\n\r\n\0\r\nQUIX", b"\r\n\r\n\0\n"];
+        for garbage in garbage {
             assert_eq!(parse(garbage), Err(ProxyHeaderError::NotProxyProtocol), "{garbage:?}");
         }
         assert_eq!(parse(b"PROXY HTTP"), Err(ProxyHeaderError::V1Malformed("protocol")));

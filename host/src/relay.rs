@@ -87,6 +87,49 @@ impl IntoHalves for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {
     }
 }
 
+/// A TLS stream from the termination stage. A newtype so it can be split
+/// (and so the sniff stage's generic code sees one concrete type).
+pub struct TlsStreamHalves(pub tokio_rustls::server::TlsStream<crate::io::PrefixedIo<tokio::net::TcpStream>>);
+
+impl IntoHalves for TlsStreamHalves {
+    type Read = tokio::io::ReadHalf<Self>;
+    type Write = tokio::io::WriteHalf<Self>;
+    fn into_halves(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+}
+
+impl AsyncRead for TlsStreamHalves {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsStreamHalves {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
 /// Relay until both sides are done, one fails, or the link is idle.
 pub async fn relay<C, B>(client: C, backend: B, idle_timeout: Duration) -> RelayStats
 where

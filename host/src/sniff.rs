@@ -9,6 +9,7 @@
 //! them: nothing the client sent is lost.
 
 use crate::plugin::{ConnFacts, PluginError, Sniffer, Verdict};
+use crate::tls::client_hello::{self, Hello};
 use std::io;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -75,6 +76,7 @@ where
     let deadline = Instant::now() + limits.timeout;
     let mut head = Vec::new();
     let mut chunk = [0u8; 2048];
+    let mut with_hello: Option<ConnFacts> = None;
     loop {
         let room = (limits.max_bytes - head.len()).min(chunk.len());
         let completion = match tokio::time::timeout_at(deadline, client.read(&mut chunk[..room])).await {
@@ -87,7 +89,16 @@ where
             Ok(Err(e)) => return Err(e),
         };
         let complete = completion.is_some();
-        let decision = match sniffer.classify(conn, &head, complete) {
+        // Outside TLS, a complete ClientHello's server name and ALPN are handed
+        // to the plugin, so it can pass TLS through by name.
+        if conn.tls.is_none()
+            && with_hello.is_none()
+            && let Hello::Complete(hello) = client_hello::parse(&head)
+        {
+            with_hello = Some(ConnFacts { hello: Some(hello), ..conn.clone() });
+        }
+        let facts = with_hello.as_ref().unwrap_or(conn);
+        let decision = match sniffer.classify(facts, &head, complete) {
             Ok(Verdict::NeedMore) if !complete => continue,
             Ok(Verdict::NeedMore) => Err(SniffFailure::NeedMoreWhenComplete),
             Ok(verdict) => Ok(verdict),

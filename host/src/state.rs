@@ -10,6 +10,7 @@ use crate::config::{Config, ListenerConfig, PluginConfig, PluginSource};
 use crate::names::{ListenerName, PluginName};
 use crate::plugin::wasm::{LoadError, Runtime};
 use crate::plugin::{Router, Sniffer};
+use crate::tls::{CertError, Terminator};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ pub struct ListenerPlan {
     pub sniffer: Arc<dyn Sniffer>,
     /// The route plugin for HTTP requests, if the listener serves HTTP.
     pub router: Option<Arc<dyn Router>>,
+    /// TLS termination, if the listener has certificates.
+    pub tls: Option<Terminator>,
 }
 
 pub struct Snapshot {
@@ -26,9 +29,11 @@ pub struct Snapshot {
     pub backends: Backends,
 }
 
-/// A plugin that could not be loaded.
+/// A plugin or certificate that could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum PluginLoadError {
+pub enum BuildError {
+    #[error("listener `{listener}`: {error}")]
+    Certificates { listener: ListenerName, error: CertError },
     #[error("plugin `{plugin}`: cannot read {path}: {error}")]
     Read { plugin: PluginName, path: String, error: std::io::Error },
     #[error("plugin `{plugin}` ({source_desc}) {error}")]
@@ -38,7 +43,7 @@ pub enum PluginLoadError {
 impl Snapshot {
     /// Load every plugin the config uses and build the plans. Compiles
     /// WebAssembly: run it off the async workers.
-    pub fn build(config: &Config, runtime: &Runtime) -> Result<Snapshot, PluginLoadError> {
+    pub fn build(config: &Config, runtime: &Runtime) -> Result<Snapshot, BuildError> {
         let mut sniffers: HashMap<PluginName, Arc<dyn Sniffer>> = HashMap::new();
         let mut routers: HashMap<PluginName, Arc<dyn Router>> = HashMap::new();
         for listener in &config.listeners {
@@ -62,41 +67,46 @@ impl Snapshot {
         for name in config.plugins.keys().filter(|name| !sniffers.contains_key(*name) && !routers.contains_key(*name)) {
             tracing::warn!(plugin = %name, "plugin is configured but no listener uses it");
         }
-        let listeners = config
-            .listeners
-            .iter()
-            .map(|listener| {
-                let plan = ListenerPlan {
-                    config: listener.clone(),
-                    sniffer: sniffers[&listener.sniff].clone(),
-                    router: listener.route.as_ref().map(|route| routers[route].clone()),
-                };
-                (listener.name.clone(), Arc::new(plan))
-            })
-            .collect();
+        let mut listeners = HashMap::new();
+        for listener in &config.listeners {
+            let tls = match listener.certificates.as_slice() {
+                [] => None,
+                certificates => Some(
+                    Terminator::load(certificates, listener.tls_handshake_timeout)
+                        .map_err(|error| BuildError::Certificates { listener: listener.name.clone(), error })?,
+                ),
+            };
+            let plan = ListenerPlan {
+                config: listener.clone(),
+                sniffer: sniffers[&listener.sniff].clone(),
+                router: listener.route.as_ref().map(|route| routers[route].clone()),
+                tls,
+            };
+            listeners.insert(listener.name.clone(), Arc::new(plan));
+        }
         Ok(Snapshot { listeners, backends: Backends::new(config.backends.values()) })
     }
 }
 
 /// The plugin's component bytes, and a description of where they came from.
-fn read_plugin(plugin: &PluginConfig) -> Result<(Vec<u8>, String), PluginLoadError> {
+fn read_plugin(plugin: &PluginConfig) -> Result<(Vec<u8>, String), BuildError> {
     let read = read_plugin_bytes(plugin)?;
     tracing::info!(plugin = %plugin.name, source = %read.1, bytes = read.0.len(), "loading plugin");
     Ok(read)
 }
 
-fn read_plugin_bytes(plugin: &PluginConfig) -> Result<(Vec<u8>, String), PluginLoadError> {
+fn read_plugin_bytes(plugin: &PluginConfig) -> Result<(Vec<u8>, String), BuildError> {
     match &plugin.source {
         PluginSource::Builtin(name) => match builtin::component(name) {
             Some(bytes) => Ok((bytes.to_vec(), format!("built-in `{name}`"))),
-            None => Err(PluginLoadError::Read {
+            None => Err(BuildError::Read {
                 plugin: plugin.name.clone(),
                 path: format!("builtin:{name}"),
                 error: std::io::Error::new(std::io::ErrorKind::NotFound, "no such built-in plugin"),
             }),
         },
         PluginSource::File(path) => {
-            let bytes = std::fs::read(path).map_err(|error| PluginLoadError::Read {
+            let bytes = std::fs::read(path).map_err(|error| BuildError::Read {
                 plugin: plugin.name.clone(),
                 path: path.display().to_string(),
                 error,
@@ -106,6 +116,6 @@ fn read_plugin_bytes(plugin: &PluginConfig) -> Result<(Vec<u8>, String), PluginL
     }
 }
 
-fn load_error(plugin: &PluginConfig, source_desc: String, error: LoadError) -> PluginLoadError {
-    PluginLoadError::Load { plugin: plugin.name.clone(), source_desc, error }
+fn load_error(plugin: &PluginConfig, source_desc: String, error: LoadError) -> BuildError {
+    BuildError::Load { plugin: plugin.name.clone(), source_desc, error }
 }

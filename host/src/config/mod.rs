@@ -56,6 +56,22 @@ pub struct ListenerConfig {
     pub header_timeout: Duration,
     /// Largest HTTP/1 request head accepted (larger: 431).
     pub max_header_bytes: usize,
+    /// Certificates for TLS termination, chosen by SNI (none: `terminate-tls`
+    /// verdicts cannot be served on this listener).
+    pub certificates: Vec<CertificateConfig>,
+    /// How long a TLS handshake may take.
+    pub tls_handshake_timeout: Duration,
+}
+
+/// One certificate (chain) and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The names this certificate answers for (default: its DNS subjectAltNames).
+    pub names: Option<Vec<String>>,
+    /// Served to clients without SNI or with an unknown name (default: the first certificate).
+    pub default: bool,
 }
 
 /// What a listener does with a connection whose plugin decision failed.

@@ -2,15 +2,15 @@
 
 use super::units::{parse_duration, parse_size};
 use super::{
-    BackendConfig, Config, DemoKind, DemoServer, FORWARDED_HEADER_NAMES, Fallback, ForwardedHeaders, ListenerConfig,
-    MAX_INSPECT_BYTES, MAX_PLUGIN_MEMORY, PluginConfig, PluginLimits, PluginSource, Problem,
+    BackendConfig, CertificateConfig, Config, DemoKind, DemoServer, FORWARDED_HEADER_NAMES, Fallback, ForwardedHeaders,
+    ListenerConfig, MAX_INSPECT_BYTES, MAX_PLUGIN_MEMORY, PluginConfig, PluginLimits, PluginSource, Problem,
 };
 use crate::builtin;
 use crate::names::{BackendName, ListenerName, PluginName};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +39,19 @@ struct RawListener {
     route: Option<String>,
     header_timeout: Option<String>,
     max_header_bytes: Option<SizeValue>,
+    #[serde(default)]
+    certificates: Vec<RawCertificate>,
+    tls_handshake_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawCertificate {
+    cert: String,
+    key: String,
+    names: Option<Vec<String>>,
+    #[serde(default)]
+    default: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +116,7 @@ const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_HEADER_BYTES: u64 = 64 << 10;
 const MAX_HEADER_BYTES: u64 = 1 << 20;
+const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Collects problems while validating, so the operator sees all of them at once.
 #[derive(Default)]
@@ -192,15 +206,44 @@ impl RawConfig {
                     .check(&at("max-header-bytes"), size.bytes().and_then(|n| in_range(n, 8 << 10, MAX_HEADER_BYTES))),
                 None => Some(DEFAULT_MAX_HEADER_BYTES),
             };
+            let tls_handshake_timeout = match &raw.tls_handshake_timeout {
+                Some(text) => problems.check(&at("tls-handshake-timeout"), positive_duration(text)),
+                None => Some(DEFAULT_TLS_HANDSHAKE_TIMEOUT),
+            };
+            let mut certificates = Vec::new();
+            for (j, raw) in raw.certificates.iter().enumerate() {
+                let cert_at = |key: &str| format!("listeners[{i}].certificates[{j}].{key}");
+                let cert = problems.check(&cert_at("cert"), existing_file(base, &raw.cert));
+                let key = problems.check(&cert_at("key"), existing_file(base, &raw.key));
+                if let Some(names) = &raw.names
+                    && names.iter().any(|n| n.is_empty() || n.contains(['/', ' ', ':']))
+                {
+                    problems.add(cert_at("names"), "names are DNS names such as \"a.test\" or \"*.a.test\"");
+                }
+                if let (Some(cert), Some(key)) = (cert, key) {
+                    certificates.push(CertificateConfig { cert, key, names: raw.names.clone(), default: raw.default });
+                }
+            }
+            if raw.certificates.iter().filter(|c| c.default).count() > 1 {
+                problems.add(at("certificates"), "at most one certificate can be the default");
+            }
             if let (
+                Some(tls_handshake_timeout),
                 Some(bind),
                 Some(inspect_timeout),
                 Some(max_inspect_bytes),
                 Some(fallback),
                 Some(header_timeout),
                 Some(max_header_bytes),
-            ) = (bind, inspect_timeout, max_inspect_bytes, fallback, header_timeout, max_header_bytes)
-            {
+            ) = (
+                tls_handshake_timeout,
+                bind,
+                inspect_timeout,
+                max_inspect_bytes,
+                fallback,
+                header_timeout,
+                max_header_bytes,
+            ) {
                 listeners.push(ListenerConfig {
                     name: ListenerName::new(raw.name.as_str()),
                     bind,
@@ -212,6 +255,8 @@ impl RawConfig {
                     route,
                     header_timeout,
                     max_header_bytes: max_header_bytes as usize,
+                    certificates,
+                    tls_handshake_timeout,
                 });
             }
         }
@@ -366,6 +411,12 @@ fn forwarded_headers(names: &[String]) -> Result<ForwardedHeaders, String> {
         *flag = true;
     }
     Ok(headers)
+}
+
+/// A path relative to the config file's directory that names an existing file.
+fn existing_file(base: &Path, path: &str) -> Result<PathBuf, String> {
+    let full = base.join(path);
+    if full.is_file() { Ok(full) } else { Err(format!("{} does not exist or is not a file", full.display())) }
 }
 
 fn positive_duration(text: &str) -> Result<Duration, String> {

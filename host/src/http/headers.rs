@@ -140,6 +140,7 @@ mod tests {
             client_addr: client.parse().unwrap(),
             local_addr: "127.0.0.1:80".parse().unwrap(),
             tls: None,
+            hello: None,
         }
     }
 

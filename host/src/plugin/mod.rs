@@ -7,6 +7,7 @@
 pub mod wasm;
 
 use crate::names::{BackendName, ListenerName, PluginName};
+pub use crate::tls::client_hello::ClientHello;
 use std::net::SocketAddr;
 
 /// Facts about a client connection, handed to plugins with each decision.
@@ -16,13 +17,21 @@ pub struct ConnFacts {
     pub client_addr: SocketAddr,
     pub local_addr: SocketAddr,
     pub tls: Option<TlsFacts>,
+    /// The ClientHello at the start of a not-yet-terminated stream, once complete.
+    pub hello: Option<ClientHello>,
 }
 
 impl ConnFacts {
     /// The connection facts used for a plugin's probe call at load time.
     pub fn probe() -> Self {
         let unspecified = SocketAddr::from(([127, 0, 0, 1], 0));
-        Self { listener: ListenerName::new("probe"), client_addr: unspecified, local_addr: unspecified, tls: None }
+        Self {
+            listener: ListenerName::new("probe"),
+            client_addr: unspecified,
+            local_addr: unspecified,
+            tls: None,
+            hello: None,
+        }
     }
 }
 

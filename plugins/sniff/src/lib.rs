@@ -3,7 +3,8 @@
 //! Recognises, on the first bytes of a connection:
 //! - the Flash policy request (`<policy-file-request/>`, NUL optional), and
 //!   answers it with the cross-domain policy from the settings, then closes;
-//! - a TLS ClientHello: terminate TLS (or pass it through to `tls-backend`);
+//! - a TLS ClientHello: terminate TLS, or pass it through untouched to the
+//!   backend `tls-passthrough` names for its server name (or to `tls-backend`);
 //! - an HTTP/1.x request line or the HTTP/2 preface: serve it as HTTP (or
 //!   relay it raw to `http-backend`);
 //! - anything else, including silence until the inspect deadline: the
@@ -13,7 +14,9 @@
 //!
 //! ```toml
 //! flash-policy = "<cross-domain-policy>…</cross-domain-policy>"
-//! tls-backend = "name"    # pass TLS through untouched instead of terminating
+//! tls-passthrough = { "db.example.com" = "db", "*.legacy.example.com" = "legacy" }
+//!                         # pass TLS for these server names through untouched
+//! tls-backend = "name"    # pass all other TLS through untouched instead of terminating
 //! http-backend = "name"   # relay HTTP raw (TCP mode) instead of serving it
 //! other-backend = "name"  # instead of the listener's default backend
 //! ```
@@ -34,6 +37,8 @@ pub const DEFAULT_FLASH_POLICY: &str = "<?xml version=\"1.0\"?>\
 pub struct Settings {
     pub flash_policy: Option<String>,
     pub tls_backend: Option<String>,
+    #[serde(default)]
+    pub tls_passthrough: std::collections::BTreeMap<String, String>,
     pub http_backend: Option<String>,
     pub other_backend: Option<String>,
 }
@@ -50,7 +55,22 @@ pub enum Decision {
     Reply(Vec<u8>),
 }
 
-pub fn decide(settings: &Settings, head: &[u8], complete: bool) -> Decision {
+/// What the host parsed of a TLS ClientHello at the start of the stream.
+pub struct Hello<'a> {
+    pub server_name: Option<&'a str>,
+}
+
+/// The passthrough backend for a server name: an exact entry, else the
+/// `*.parent` entry one label up.
+fn passthrough<'a>(settings: &'a Settings, server_name: &str) -> Option<&'a String> {
+    let name = server_name.to_ascii_lowercase();
+    settings.tls_passthrough.get(&name).or_else(|| {
+        let (_, parent) = name.split_once('.')?;
+        settings.tls_passthrough.get(&format!("*.{parent}"))
+    })
+}
+
+pub fn decide(settings: &Settings, head: &[u8], complete: bool, hello: Option<Hello<'_>>) -> Decision {
     let found = if complete {
         detect::detect_final(head)
     } else {
@@ -72,7 +92,21 @@ pub fn decide(settings: &Settings, head: &[u8], complete: bool) -> Decision {
             data.push(0);
             Decision::Reply(data)
         }
-        Some(Protocol::Tls) => forward_or(&settings.tls_backend, Decision::TerminateTls),
+        Some(Protocol::Tls) => {
+            if !settings.tls_passthrough.is_empty() {
+                match &hello {
+                    // Wait for the whole ClientHello to learn the server name.
+                    None if !complete => return Decision::NeedMore,
+                    Some(Hello { server_name: Some(name) }) => {
+                        if let Some(backend) = passthrough(settings, name) {
+                            return Decision::Forward(backend.clone());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            forward_or(&settings.tls_backend, Decision::TerminateTls)
+        }
         Some(Protocol::Http1 | Protocol::Http2) => forward_or(&settings.http_backend, Decision::Http),
         None => forward_or(&settings.other_backend, Decision::ForwardDefault),
     }
@@ -102,9 +136,10 @@ mod component {
     }
 
     impl sniff::Guest for Plugin {
-        fn classify(_conn: Connection, head: Vec<u8>, complete: bool) -> Verdict {
+        fn classify(conn: Connection, head: Vec<u8>, complete: bool) -> Verdict {
             let settings = SETTINGS.get_or_init(Settings::default);
-            match super::decide(settings, &head, complete) {
+            let hello = conn.hello.as_ref().map(|h| super::Hello { server_name: h.server_name.as_deref() });
+            match super::decide(settings, &head, complete, hello) {
                 Decision::NeedMore => Verdict::NeedMore,
                 Decision::TerminateTls => Verdict::TerminateTls,
                 Decision::Http => Verdict::Http,

@@ -247,5 +247,9 @@ fn wit_connection(conn: &ConnFacts) -> host::wit::Connection {
             .tls
             .as_ref()
             .map(|tls| host::wit::TlsInfo { server_name: tls.server_name.clone(), alpn: tls.alpn.clone() }),
+        hello: conn
+            .hello
+            .as_ref()
+            .map(|hello| host::wit::TlsHello { server_name: hello.server_name.clone(), alpn: hello.alpn.clone() }),
     }
 }

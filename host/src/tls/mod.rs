@@ -1,0 +1,169 @@
+//! TLS termination with rustls: a listener's certificates, chosen by SNI.
+//!
+//! - Each certificate answers for the DNS names it carries (its
+//!   subjectAltNames) or the `names` the config gives; `*.example.com`
+//!   covers one label below `example.com`.
+//! - A client that sends no SNI, or a name no certificate covers, gets the
+//!   listener's default certificate.
+//! - TLS 1.2 and 1.3 only; ALPN `h2` and `http/1.1`.
+//! - Certificates are checked at load: the files must be readable PEM, the
+//!   key must match the certificate, and the certificate must be valid now.
+//!   Every error names the file.
+
+pub mod client_hello;
+
+use crate::config::CertificateConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello as RustlsHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_rustls::TlsAcceptor;
+
+/// Why a listener's certificates could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("{file}: cannot read: {error}")]
+    Read { file: String, error: String },
+    #[error("{file}: no certificate found in the PEM file")]
+    NoCertificate { file: String },
+    #[error("{file}: not a certificate rustls can use: {error}")]
+    BadCertificate { file: String, error: String },
+    #[error("{file}: the private key does not match the certificate {cert} ({error})")]
+    KeyMismatch { file: String, cert: String, error: String },
+    #[error("{file}: the certificate expired on {not_after} (UTC)")]
+    Expired { file: String, not_after: String },
+    #[error("{file}: the certificate is not valid before {not_before} (UTC)")]
+    NotYetValid { file: String, not_before: String },
+    #[error("{file}: the certificate names no DNS name; list them in `names`")]
+    NoNames { file: String },
+}
+
+/// A listener's TLS setup: the acceptor and its handshake deadline.
+#[derive(Clone)]
+pub struct Terminator {
+    pub acceptor: TlsAcceptor,
+    pub handshake_timeout: Duration,
+}
+
+impl Terminator {
+    pub fn load(certificates: &[CertificateConfig], handshake_timeout: Duration) -> Result<Terminator, CertError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut resolver = SniResolver::default();
+        for (i, certificate) in certificates.iter().enumerate() {
+            let (key, names) = load_certified_key(certificate, &provider)?;
+            let key = Arc::new(key);
+            for name in names {
+                let name = name.to_ascii_lowercase();
+                match name.strip_prefix("*.") {
+                    Some(parent) => resolver.wildcard.entry(parent.to_string()).or_insert_with(|| key.clone()),
+                    None => resolver.exact.entry(name).or_insert_with(|| key.clone()),
+                };
+            }
+            if certificate.default || (i == 0 && !certificates.iter().any(|c| c.default)) {
+                resolver.default = Some(key);
+            }
+        }
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| CertError::BadCertificate { file: "(tls settings)".into(), error: e.to_string() })?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(resolver));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Terminator { acceptor: TlsAcceptor::from(Arc::new(config)), handshake_timeout })
+    }
+}
+
+/// Picks the certificate for a ClientHello's server name.
+#[derive(Debug, Default)]
+struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// By parent domain: `*.example.com` is stored under `example.com`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: RustlsHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let by_name = hello.server_name().and_then(|name| {
+            let name = name.to_ascii_lowercase();
+            self.exact.get(&name).or_else(|| {
+                let (_, parent) = name.split_once('.')?;
+                self.wildcard.get(parent)
+            })
+        });
+        by_name.or(self.default.as_ref()).cloned()
+    }
+}
+
+/// Read, parse and check one certificate and its key; returns the names it answers for.
+fn load_certified_key(
+    certificate: &CertificateConfig,
+    provider: &CryptoProvider,
+) -> Result<(CertifiedKey, Vec<String>), CertError> {
+    let cert_file = certificate.cert.display().to_string();
+    let key_file = certificate.key.display().to_string();
+    let chain = read_chain(&certificate.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&certificate.key)
+        .map_err(|e| CertError::Read { file: key_file.clone(), error: pem_error(e) })?;
+    let certified = CertifiedKey::from_der(chain.clone(), key, provider).map_err(|e| CertError::KeyMismatch {
+        file: key_file,
+        cert: cert_file.clone(),
+        error: e.to_string(),
+    })?;
+    let names = check_validity(&chain[0], &cert_file)?;
+    let names = match &certificate.names {
+        Some(configured) => configured.clone(),
+        None if names.is_empty() => return Err(CertError::NoNames { file: cert_file }),
+        None => names,
+    };
+    Ok((certified, names))
+}
+
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let file = path.display().to_string();
+    let iter =
+        CertificateDer::pem_file_iter(path).map_err(|e| CertError::Read { file: file.clone(), error: pem_error(e) })?;
+    let chain = iter
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CertError::BadCertificate { file: file.clone(), error: pem_error(e) })?;
+    if chain.is_empty() {
+        return Err(CertError::NoCertificate { file });
+    }
+    Ok(chain)
+}
+
+fn pem_error(error: rustls::pki_types::pem::Error) -> String {
+    match error {
+        rustls::pki_types::pem::Error::Io(e) => e.to_string(),
+        rustls::pki_types::pem::Error::NoItemsFound => "no PEM item of the expected kind in the file".to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Check the certificate is valid now; return its DNS subjectAltNames.
+fn check_validity(der: &CertificateDer<'_>, file: &str) -> Result<Vec<String>, CertError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| CertError::BadCertificate { file: file.to_string(), error: e.to_string() })?;
+    let validity = cert.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    if validity.not_after < now {
+        return Err(CertError::Expired { file: file.to_string(), not_after: validity.not_after.to_string() });
+    }
+    if validity.not_before > now {
+        return Err(CertError::NotYetValid { file: file.to_string(), not_before: validity.not_before.to_string() });
+    }
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
+                names.push(dns.to_string());
+            }
+        }
+    }
+    Ok(names)
+}
