@@ -105,6 +105,7 @@ fn log_access(report: &Report, duration: Duration) {
         target: "sluice::access",
         verdict = report.verdict,
         sni = report.tls_server_name.as_deref(),
+        proxied_client = report.proxied_client.map(|a| a.to_string()),
         backend = report.backend.as_ref().map(|b| b.as_str()),
         server = report.server.as_deref(),
         bytes_in = report.bytes_in,

@@ -12,7 +12,8 @@
 //! Returns a [`Report`] that the accept loop logs as the access-log line.
 
 use crate::backend::{Backend, BackendError};
-use crate::config::Fallback;
+use crate::config::{Fallback, HashKey};
+use crate::proxy_protocol::{self, ProxiedAddrs};
 use crate::http::{self, HttpStage};
 use crate::io::PrefixedIo;
 use crate::names::BackendName;
@@ -82,6 +83,8 @@ pub struct Report {
     pub verdict: &'static str,
     /// The SNI name of a terminated TLS session.
     pub tls_server_name: Option<String>,
+    /// The client address a trusted PROXY protocol header gave.
+    pub proxied_client: Option<std::net::SocketAddr>,
     pub backend: Option<BackendName>,
     pub server: Option<String>,
     pub bytes_in: u64,
@@ -99,6 +102,7 @@ impl Report {
         Self {
             verdict: "none",
             tls_server_name: None,
+            proxied_client: None,
             backend: None,
             server: None,
             bytes_in: 0,
@@ -136,7 +140,26 @@ pub async fn serve(
     spawner: &Spawner,
 ) -> Report {
     let mut report = Report::new();
-    let (client, head) = match serve_stream(client, &facts, snapshot, plan, spawner, &mut report).await {
+    let mut client = client;
+    let mut initial = Vec::new();
+    if !plan.config.proxy_protocol_from.is_empty() {
+        let peer = facts.client_addr.ip();
+        if !plan.config.proxy_protocol_from.iter().any(|net| net.contains(peer)) {
+            return report.ended(Outcome::Rejected(format!("{peer} is not a trusted PROXY protocol source")));
+        }
+        match proxy_protocol::read_header(&mut client, plan.config.inspect_timeout).await {
+            Ok((addrs, rest)) => {
+                if let Some(addrs) = addrs {
+                    facts.client_addr = addrs.client;
+                    facts.local_addr = addrs.server;
+                    report.proxied_client = Some(addrs.client);
+                }
+                initial = rest;
+            }
+            Err(e) => return report.ended(Outcome::Rejected(format!("PROXY protocol header: {e}"))),
+        }
+    }
+    let (client, head) = match serve_stream(client, &facts, snapshot, plan, spawner, initial, &mut report).await {
         Step::Done => return report,
         Step::TerminateTls { client, head } => (client, head),
     };
@@ -159,7 +182,7 @@ pub async fn serve(
     report.tls_server_name = tls_facts.server_name.clone();
     facts.tls = Some(tls_facts);
     facts.hello = None;
-    match serve_stream(TlsStreamHalves(stream), &facts, snapshot, plan, spawner, &mut report).await {
+    match serve_stream(TlsStreamHalves(stream), &facts, snapshot, plan, spawner, Vec::new(), &mut report).await {
         Step::Done => report,
         Step::TerminateTls { .. } => report.ended(Outcome::Misrouted("terminate-tls inside TLS".into())),
     }
@@ -180,6 +203,7 @@ async fn serve_stream<S>(
     snapshot: &Arc<Snapshot>,
     plan: &Arc<ListenerPlan>,
     spawner: &Spawner,
+    mut initial: Vec<u8>,
     report: &mut Report,
 ) -> Step<S>
 where
@@ -187,7 +211,7 @@ where
 {
     let limits = SniffLimits { max_bytes: plan.config.max_inspect_bytes, timeout: plan.config.inspect_timeout };
     loop {
-        let sniffed = match sniff(&mut client, plan.sniffer.as_ref(), facts, limits).await {
+        let sniffed = match sniff(&mut client, plan.sniffer.as_ref(), facts, limits, std::mem::take(&mut initial)).await {
             Ok(sniffed) => sniffed,
             Err(e) => return report.end(Outcome::ClientError(e)),
         };
@@ -251,20 +275,31 @@ where
         let Some(backend) = snapshot.backends.get(&backend_name) else {
             return report.end(Outcome::Misrouted(format!("the plugin chose an unknown backend `{backend_name}`")));
         };
-        forward(client, sniffed.head, backend, report).await;
+        forward(client, sniffed.head, backend, facts, report).await;
         return Step::Done;
     }
 }
 
 /// Connect to the backend, replay the sniffed head, then relay both ways.
-async fn forward<C: IntoHalves>(client: C, head: Vec<u8>, backend: &Backend, report: &mut Report) {
+async fn forward<C: IntoHalves>(client: C, head: Vec<u8>, backend: &Backend, facts: &ConnFacts, report: &mut Report) {
     report.backend = Some(backend.name().clone());
-    let mut conn = match backend.connect().await {
+    // Raw streams have no headers or cookies: the client address is the only key.
+    let affinity = match backend.config().hash_key {
+        Some(HashKey::ClientIp) => Some(facts.client_addr.ip().to_string()),
+        _ => None,
+    };
+    let mut conn = match backend.connect(affinity.as_deref()).await {
         Ok(conn) => conn,
         Err(e) => return report.outcome = Outcome::BackendUnavailable(e),
     };
     report.server = Some(conn.server.clone());
-    if let Err(e) = conn.stream.write_all(&head).await {
+    let mut preamble = Vec::new();
+    if let Some(version) = backend.config().proxy_protocol {
+        let addrs = ProxiedAddrs { client: facts.client_addr, server: facts.local_addr };
+        preamble = proxy_protocol::encode(version, addrs);
+    }
+    preamble.extend_from_slice(&head);
+    if let Err(e) = conn.stream.write_all(&preamble).await {
         return report.outcome = Outcome::Relayed(RelayEnd::BackendError(e));
     }
     let stats = relay(client, conn.stream, backend.idle_timeout()).await;

@@ -37,6 +37,7 @@ pub mod http;
 pub mod io;
 pub mod names;
 pub mod plugin;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod sniff;
 pub mod state;

@@ -62,24 +62,32 @@ impl SniffFailure {
     }
 }
 
-/// Read from `client` until `sniffer` decides. Fails only when reading from
-/// the client fails.
+/// Read from `client` until `sniffer` decides. `initial` holds bytes already
+/// read from the client by an earlier stage (after a PROXY header); they
+/// are the start of the head. Fails only when reading from the client fails.
 pub async fn sniff<S>(
     client: &mut S,
     sniffer: &dyn Sniffer,
     conn: &ConnFacts,
     limits: SniffLimits,
+    initial: Vec<u8>,
 ) -> io::Result<Sniffed>
 where
     S: AsyncRead + Unpin,
 {
     let deadline = Instant::now() + limits.timeout;
-    let mut head = Vec::new();
+    let mut head = initial;
+    head.truncate(limits.max_bytes);
+    // Bytes already in hand are classified before waiting for more.
+    let mut classify_first = !head.is_empty();
     let mut chunk = [0u8; 2048];
     let mut with_hello: Option<ConnFacts> = None;
     loop {
         let room = (limits.max_bytes - head.len()).min(chunk.len());
-        let completion = match tokio::time::timeout_at(deadline, client.read(&mut chunk[..room])).await {
+        let completion = if std::mem::take(&mut classify_first) {
+            (head.len() >= limits.max_bytes).then_some(Completion::ByteCap)
+        } else {
+            match tokio::time::timeout_at(deadline, client.read(&mut chunk[..room])).await {
             Err(_elapsed) => Some(Completion::Deadline),
             Ok(Ok(0)) => Some(Completion::ClientFinished),
             Ok(Ok(n)) => {
@@ -87,6 +95,7 @@ where
                 (head.len() >= limits.max_bytes).then_some(Completion::ByteCap)
             }
             Ok(Err(e)) => return Err(e),
+            }
         };
         let complete = completion.is_some();
         // Outside TLS, a complete ClientHello's server name and ALPN are handed
@@ -141,7 +150,7 @@ mod tests {
         let (mut client, mut peer) = tokio::io::duplex(64);
         peer.write_all(b"abc").await.unwrap();
         let task =
-            tokio::spawn(async move { sniff(&mut client, &sniffer(5), &ConnFacts::probe(), LIMITS).await.unwrap() });
+            tokio::spawn(async move { sniff(&mut client, &sniffer(5), &ConnFacts::probe(), LIMITS, Vec::new()).await.unwrap() });
         tokio::task::yield_now().await;
         peer.write_all(b"defg").await.unwrap();
         let sniffed = task.await.unwrap();
@@ -154,7 +163,7 @@ mod tests {
     async fn byte_cap_forces_a_decision() {
         let (mut client, mut peer) = tokio::io::duplex(64);
         peer.write_all(&[b'x'; 40]).await.unwrap();
-        let sniffed = sniff(&mut client, &sniffer(100), &ConnFacts::probe(), LIMITS).await.unwrap();
+        let sniffed = sniff(&mut client, &sniffer(100), &ConnFacts::probe(), LIMITS, Vec::new()).await.unwrap();
         assert_eq!(sniffed.head.len(), 16);
         assert_eq!(sniffed.completion, Completion::ByteCap);
     }
@@ -162,7 +171,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn silence_until_the_deadline_is_decided_on_nothing() {
         let (mut client, _peer) = tokio::io::duplex(64);
-        let sniffed = sniff(&mut client, &sniffer(100), &ConnFacts::probe(), LIMITS).await.unwrap();
+        let sniffed = sniff(&mut client, &sniffer(100), &ConnFacts::probe(), LIMITS, Vec::new()).await.unwrap();
         assert!(sniffed.head.is_empty());
         assert_eq!(sniffed.completion, Completion::Deadline);
     }
@@ -172,7 +181,7 @@ mod tests {
         let (mut client, mut peer) = tokio::io::duplex(64);
         peer.write_all(b"hi").await.unwrap();
         drop(peer);
-        let sniffed = sniff(&mut client, &sniffer(100), &ConnFacts::probe(), LIMITS).await.unwrap();
+        let sniffed = sniff(&mut client, &sniffer(100), &ConnFacts::probe(), LIMITS, Vec::new()).await.unwrap();
         assert_eq!(sniffed.head, b"hi");
         assert_eq!(sniffed.completion, Completion::ClientFinished);
     }

@@ -30,31 +30,60 @@ pub struct HttpBackend {
     pub addr: SocketAddr,
     pub requests: Arc<AtomicU64>,
     pub connections: Arc<AtomicU64>,
+    /// Cancel to kill the server: it stops listening and drops every connection.
+    pub stop: tokio_util::sync::CancellationToken,
+}
+
+impl HttpBackend {
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Kill the server, as a crashed node would be.
+    pub fn kill(&self) {
+        self.stop.cancel();
+    }
 }
 
 pub async fn http_backend(name: &'static str) -> HttpBackend {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    http_backend_at(name, "127.0.0.1:0").await
+}
+
+/// A backend on a given address (to bring a killed server back on its port).
+pub async fn http_backend_at(name: &'static str, addr: &str) -> HttpBackend {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicU64::new(0));
     let connections = Arc::new(AtomicU64::new(0));
     let (counter, accepted) = (requests.clone(), connections.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        loop {
+            let stream = tokio::select! {
+                () = stopped.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(_) => return,
+                },
+            };
             accepted.fetch_add(1, Ordering::Relaxed);
-            let counter = counter.clone();
+            let (counter, stopped) = (counter.clone(), stopped.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
                     counter.fetch_add(1, Ordering::Relaxed);
                     answer(name, request)
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
+                let serve =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+                tokio::select! {
+                    _ = serve => {},
+                    () = stopped.cancelled() => {},
+                }
             });
         }
     });
-    HttpBackend { addr, requests, connections }
+    HttpBackend { addr, requests, connections, stop }
 }
 
 async fn answer(name: &'static str, mut request: Request<Incoming>) -> Result<Response<Body>, Infallible> {

@@ -61,6 +61,9 @@ pub struct ListenerConfig {
     pub certificates: Vec<CertificateConfig>,
     /// How long a TLS handshake may take.
     pub tls_handshake_timeout: Duration,
+    /// When set, every connection must begin with a PROXY protocol header
+    /// and come from one of these networks (anything else is refused).
+    pub proxy_protocol_from: Vec<crate::proxy_protocol::IpNet>,
 }
 
 /// One certificate (chain) and its private key, both PEM files.
@@ -93,6 +96,53 @@ pub struct BackendConfig {
     pub response_timeout: Duration,
     /// Which client-address headers HTTP requests to this backend get.
     pub forwarded: ForwardedHeaders,
+    /// How requests without an affinity key are spread over the servers.
+    pub balance: Balance,
+    /// Where an affinity key comes from when the route plugin gives none.
+    pub hash_key: Option<HashKey>,
+    /// Cookie-inserted sticky sessions for HTTP.
+    pub sticky_cookie: Option<StickyCookie>,
+    /// Active health checks.
+    pub health_check: Option<HealthCheck>,
+    /// Send a PROXY protocol header on each new backend connection.
+    pub proxy_protocol: Option<crate::proxy_protocol::Version>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConnections,
+}
+
+/// A source of affinity keys the backend itself reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Header(String),
+    Cookie(String),
+}
+
+/// The cookie sluice sets to pin a client to a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyCookie {
+    pub name: String,
+    pub path: String,
+    pub http_only: bool,
+    pub secure: bool,
+    pub same_site: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down server back.
+    pub rise: u32,
+    /// Consecutive failures that take a server down.
+    pub fall: u32,
+    /// `GET` this path and expect `expect_status` (else a TCP connect is the check).
+    pub http_path: Option<String>,
+    pub expect_status: u16,
 }
 
 /// The client-address and protocol headers added to proxied HTTP requests.

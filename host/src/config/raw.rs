@@ -2,7 +2,7 @@
 
 use super::units::{parse_duration, parse_size};
 use super::{
-    BackendConfig, CertificateConfig, Config, DemoKind, DemoServer, FORWARDED_HEADER_NAMES, Fallback, ForwardedHeaders,
+    Balance, BackendConfig, CertificateConfig, Config, HashKey, HealthCheck, StickyCookie, DemoKind, DemoServer, FORWARDED_HEADER_NAMES, Fallback, ForwardedHeaders,
     ListenerConfig, MAX_INSPECT_BYTES, MAX_PLUGIN_MEMORY, PluginConfig, PluginLimits, PluginSource, Problem,
 };
 use crate::builtin;
@@ -42,6 +42,8 @@ struct RawListener {
     #[serde(default)]
     certificates: Vec<RawCertificate>,
     tls_handshake_timeout: Option<String>,
+    #[serde(default)]
+    proxy_protocol_from: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +73,60 @@ struct RawBackend {
     idle_timeout: Option<String>,
     response_timeout: Option<String>,
     forwarded_headers: Option<Vec<String>>,
+    balance: Option<String>,
+    hash_key: Option<RawHashKey>,
+    sticky_cookie: Option<RawStickyCookie>,
+    health_check: Option<RawHealthCheck>,
+    proxy_protocol: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawHashKey {
+    /// `hash-key = "client-ip"`
+    Word(String),
+    /// `hash-key = { header = "x-user" }` or `{ cookie = "sid" }`
+    Source {
+        header: Option<String>,
+        cookie: Option<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawStickyCookie {
+    #[serde(default = "default_cookie_name")]
+    name: String,
+    #[serde(default = "default_cookie_path")]
+    path: String,
+    #[serde(default = "yes")]
+    http_only: bool,
+    #[serde(default)]
+    secure: bool,
+    same_site: Option<String>,
+}
+
+fn default_cookie_name() -> String {
+    "sluice_server".to_string()
+}
+
+fn default_cookie_path() -> String {
+    "/".to_string()
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawHealthCheck {
+    interval: Option<String>,
+    timeout: Option<String>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+    http_path: Option<String>,
+    expect_status: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +280,12 @@ impl RawConfig {
                     certificates.push(CertificateConfig { cert, key, names: raw.names.clone(), default: raw.default });
                 }
             }
+            let mut proxy_protocol_from = Vec::new();
+            for (j, net) in raw.proxy_protocol_from.iter().enumerate() {
+                if let Some(net) = problems.check(&format!("listeners[{i}].proxy-protocol-from[{j}]"), net.parse()) {
+                    proxy_protocol_from.push(net);
+                }
+            }
             if raw.certificates.iter().filter(|c| c.default).count() > 1 {
                 problems.add(at("certificates"), "at most one certificate can be the default");
             }
@@ -257,6 +319,7 @@ impl RawConfig {
                     max_header_bytes: max_header_bytes as usize,
                     certificates,
                     tls_handshake_timeout,
+                    proxy_protocol_from,
                 });
             }
         }
@@ -286,9 +349,64 @@ impl RawConfig {
                 Some(names) => problems.check(&at("forwarded-headers"), forwarded_headers(names)),
                 None => Some(ForwardedHeaders::default()),
             };
-            if let (Some(connect_timeout), Some(idle_timeout), Some(response_timeout), Some(forwarded)) =
-                (connect_timeout, idle_timeout, response_timeout, forwarded)
-            {
+            let balance = match raw.balance.as_deref() {
+                None | Some("round-robin") => Some(Balance::RoundRobin),
+                Some("least-connections") => Some(Balance::LeastConnections),
+                Some(other) => {
+                    problems.add(at("balance"), format!("`{other}` is not a balance (round-robin, least-connections)"));
+                    None
+                }
+            };
+            let hash_key = match &raw.hash_key {
+                None => Some(None),
+                Some(RawHashKey::Word(word)) if word == "client-ip" => Some(Some(HashKey::ClientIp)),
+                Some(RawHashKey::Source { header: Some(h), cookie: None }) => {
+                    Some(Some(HashKey::Header(h.to_ascii_lowercase())))
+                }
+                Some(RawHashKey::Source { header: None, cookie: Some(c) }) => Some(Some(HashKey::Cookie(c.clone()))),
+                Some(_) => {
+                    problems.add(at("hash-key"), "use \"client-ip\", { header = \"name\" } or { cookie = \"name\" }");
+                    None
+                }
+            };
+            let sticky_cookie = match &raw.sticky_cookie {
+                None => Some(None),
+                Some(cookie) => problems.check(&at("sticky-cookie"), sticky_cookie(cookie)).map(Some),
+            };
+            let health_check = match &raw.health_check {
+                None => Some(None),
+                Some(check) => problems.check(&at("health-check"), health_check(check)).map(Some),
+            };
+            let proxy_protocol = match raw.proxy_protocol.as_deref() {
+                None => Some(None),
+                Some("v1") => Some(Some(crate::proxy_protocol::Version::V1)),
+                Some("v2") => Some(Some(crate::proxy_protocol::Version::V2)),
+                Some(other) => {
+                    problems.add(at("proxy-protocol"), format!("`{other}` is not a PROXY protocol version (v1, v2)"));
+                    None
+                }
+            };
+            if let (
+                Some(connect_timeout),
+                Some(idle_timeout),
+                Some(response_timeout),
+                Some(forwarded),
+                Some(balance),
+                Some(hash_key),
+                Some(sticky_cookie),
+                Some(health_check),
+                Some(proxy_protocol),
+            ) = (
+                connect_timeout,
+                idle_timeout,
+                response_timeout,
+                forwarded,
+                balance,
+                hash_key,
+                sticky_cookie,
+                health_check,
+                proxy_protocol,
+            ) {
                 let name = BackendName::new(name.as_str());
                 let servers = raw.servers.clone();
                 let backend = BackendConfig {
@@ -298,6 +416,11 @@ impl RawConfig {
                     idle_timeout,
                     response_timeout,
                     forwarded,
+                    balance,
+                    hash_key,
+                    sticky_cookie,
+                    health_check,
+                    proxy_protocol,
                 };
                 backends.insert(name, backend);
             }
@@ -411,6 +534,51 @@ fn forwarded_headers(names: &[String]) -> Result<ForwardedHeaders, String> {
         *flag = true;
     }
     Ok(headers)
+}
+
+fn sticky_cookie(raw: &RawStickyCookie) -> Result<StickyCookie, String> {
+    let token_ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token_ok(&raw.name) {
+        return Err(format!("`{}` is not a cookie name", raw.name));
+    }
+    if !raw.path.starts_with('/') || raw.path.contains([';', ' ']) {
+        return Err(format!("path `{}` must start with '/' and hold no ';' or spaces", raw.path));
+    }
+    let same_site = match raw.same_site.as_deref() {
+        None => None,
+        Some(v @ ("Strict" | "Lax" | "None")) => Some(v.to_string()),
+        Some(other) => return Err(format!("same-site `{other}` must be Strict, Lax or None")),
+    };
+    if same_site.as_deref() == Some("None") && !raw.secure {
+        return Err("same-site = \"None\" needs secure = true (browsers refuse it otherwise)".to_string());
+    }
+    Ok(StickyCookie {
+        name: raw.name.clone(),
+        path: raw.path.clone(),
+        http_only: raw.http_only,
+        secure: raw.secure,
+        same_site,
+    })
+}
+
+fn health_check(raw: &RawHealthCheck) -> Result<HealthCheck, String> {
+    let interval = raw.interval.as_deref().map(positive_duration).transpose()?.unwrap_or(Duration::from_secs(2));
+    let timeout = raw.timeout.as_deref().map(positive_duration).transpose()?.unwrap_or(Duration::from_secs(1));
+    let rise = raw.rise.unwrap_or(2);
+    let fall = raw.fall.unwrap_or(3);
+    if rise == 0 || fall == 0 {
+        return Err("rise and fall must be at least 1".to_string());
+    }
+    if let Some(path) = &raw.http_path
+        && !path.starts_with('/')
+    {
+        return Err(format!("http-path `{path}` must start with '/'"));
+    }
+    let expect_status = raw.expect_status.unwrap_or(200);
+    if !(100..=599).contains(&expect_status) {
+        return Err(format!("expect-status {expect_status} is not an HTTP status"));
+    }
+    Ok(HealthCheck { interval, timeout, rise, fall, http_path: raw.http_path.clone(), expect_status })
 }
 
 /// A path relative to the config file's directory that names an existing file.

@@ -9,7 +9,11 @@
 
 use super::headers::{self, add_forwarded, apply_edits, remove_hop_by_hop};
 use super::{HttpStage, ProxyBody, RequestLog, error_response};
-use crate::backend::{Backend, BackendError};
+use crate::backend::{ActiveGuard, Backend, BackendError, Server};
+use crate::config::HashKey;
+use crate::proxy_protocol::{self, ProxiedAddrs};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 use crate::plugin::ForwardTo;
 use crate::relay::relay;
 use http::header::{self, HeaderValue};
@@ -17,6 +21,7 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tracing::Instrument;
 
 /// Why no response came from the backend.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +30,8 @@ enum SendError {
     Connect(#[from] BackendError),
     #[error("server {server}: {error}")]
     Exchange { server: String, error: hyper::Error },
+    #[error("server {server}: sending the PROXY header: {error}")]
+    Proxy { server: String, error: std::io::Error },
 }
 
 pub(super) async fn forward(
@@ -67,12 +74,30 @@ pub(super) async fn forward(
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
+    let config = backend.config();
+    // Stickiness: the cookie sluice set names the server; else an affinity key
+    // from the route plugin, else from the backend's own `hash-key`.
+    let pinned = config.sticky_cookie.as_ref().and_then(|sticky| cookie_value(&parts.headers, &sticky.name));
+    let affinity = to.affinity.clone().or_else(|| match &config.hash_key {
+        Some(HashKey::ClientIp) => Some(stage.facts.client_addr.ip().to_string()),
+        Some(HashKey::Header(name)) => parts.headers.get(name.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string),
+        Some(HashKey::Cookie(name)) => cookie_value(&parts.headers, name),
+        None => None,
+    });
+    let order = backend.server_order(affinity.as_deref(), pinned.as_deref());
     let request = Request::from_parts(parts, body.boxed());
+    let proxy_header = config.proxy_protocol.map(|version| {
+        proxy_protocol::encode(version, ProxiedAddrs { client: stage.facts.client_addr, server: stage.facts.local_addr })
+    });
 
-    let order = backend.server_order(to.affinity.as_deref());
-    let timeout = backend.config().response_timeout;
-    let (mut response, server) = match tokio::time::timeout(timeout, send(backend, &order, request, websocket)).await {
+    let timeout = config.response_timeout;
+    let exchange = send(backend, &order, request, websocket, proxy_header);
+    let (mut response, server) = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(answered)) => answered,
+        Ok(Err(SendError::Connect(e @ BackendError::AllDown { .. }))) => {
+            log.detail = Some(e.to_string());
+            return error_response(StatusCode::SERVICE_UNAVAILABLE, "no server is available");
+        }
         Ok(Err(e)) => {
             log.detail = Some(e.to_string());
             return error_response(StatusCode::BAD_GATEWAY, "the backend could not be reached");
@@ -82,6 +107,28 @@ pub(super) async fn forward(
             return error_response(StatusCode::GATEWAY_TIMEOUT, "the backend did not answer in time");
         }
     };
+    if let Some(sticky) = &config.sticky_cookie
+        && let Some(chosen) = backend.servers().iter().find(|s| s.addr == server)
+        && pinned.as_deref() != Some(chosen.cookie_id.as_str())
+    {
+        // First visit, or the pinned server is gone: pin the client to this one.
+        let mut cookie = format!("{}={}; Path={}", sticky.name, chosen.cookie_id, sticky.path);
+        if sticky.http_only {
+            cookie.push_str("; HttpOnly");
+        }
+        if sticky.secure {
+            cookie.push_str("; Secure");
+        }
+        if let Some(same_site) = &sticky.same_site {
+            cookie.push_str("; SameSite=");
+            cookie.push_str(same_site);
+        }
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    // Least-connections counts a request as active until its response body is done.
+    let guard = backend.guard(&server);
     log.server = Some(server);
 
     if let Some(client_upgrade) = client_upgrade
@@ -90,7 +137,7 @@ pub(super) async fn forward(
         let backend_upgrade = hyper::upgrade::on(&mut response);
         let idle = backend.idle_timeout();
         let close_all = stage.close_all.clone();
-        stage.tasks.spawn(async move {
+        let tunnel = async move {
             let (client, backend) = match tokio::join!(client_upgrade, backend_upgrade) {
                 (Ok(client), Ok(backend)) => (client, backend),
                 (client, backend) => {
@@ -109,27 +156,70 @@ pub(super) async fn forward(
                 ),
                 () = close_all.cancelled() => {}
             }
-        });
+        };
+        // The tunnel outlives the request: keep the connection's span on its log lines.
+        stage.tasks.spawn(tunnel.instrument(tracing::Span::current()));
         return response.map(|body| body.boxed());
     }
     remove_hop_by_hop(response.headers_mut());
-    response.map(|body| body.boxed())
+    response.map(|body| GuardedBody { body, _guard: guard }.boxed())
+}
+
+/// A response body that keeps its server counted as active until it ends.
+struct GuardedBody {
+    body: Incoming,
+    _guard: Option<ActiveGuard>,
+}
+
+impl hyper::body::Body for GuardedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The value of cookie `name` in the request's Cookie headers.
+fn cookie_value(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, value)| *key == name && !value.is_empty())
+        .map(|(_, value)| value.to_string())
 }
 
 /// Send on a pooled connection to the preferred server, or on a new one.
+/// With a PROXY header, connections carry one client's address and are never pooled.
 async fn send(
     backend: &Backend,
-    order: &[&str],
+    order: &[Arc<Server>],
     mut request: Request<ProxyBody>,
     upgrade: bool,
+    proxy_header: Option<Vec<u8>>,
 ) -> Result<(Response<Incoming>, String), SendError> {
-    if let Some(&preferred) = order.first() {
+    let pool = !upgrade && proxy_header.is_none();
+    if let Some(preferred) = order.first().map(|server| server.addr.as_str())
+        && pool
+    {
         while let Some(mut sender) = backend.take_idle_http(preferred) {
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    if !upgrade {
-                        backend.put_idle_http(preferred, sender);
-                    }
+                    backend.put_idle_http(preferred, sender);
                     return Ok((response, preferred.to_string()));
                 }
                 Err(mut e) => match e.take_message() {
@@ -140,8 +230,11 @@ async fn send(
             }
         }
     }
-    let conn = backend.connect_in_order(order).await?;
+    let mut conn = backend.connect_in_order(order).await?;
     let server = conn.server;
+    if let Some(header) = proxy_header {
+        conn.stream.write_all(&header).await.map_err(|error| SendError::Proxy { server: server.clone(), error })?;
+    }
     let exchange_error = |error| SendError::Exchange { server: server.clone(), error };
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(conn.stream)).await.map_err(exchange_error)?;
@@ -151,7 +244,7 @@ async fn send(
         }
     });
     let response = sender.send_request(request).await.map_err(exchange_error)?;
-    if !upgrade {
+    if pool {
         backend.put_idle_http(&server, sender);
     }
     Ok((response, server))

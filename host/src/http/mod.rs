@@ -90,7 +90,8 @@ struct RequestLog {
 async fn handle(stage: &HttpStage, request: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     stage.requests.fetch_add(1, Ordering::Relaxed);
-    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let method = request.method().clone();
+    let path = request.uri().path_and_query().map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
     let mut log = RequestLog { route: "none", ..RequestLog::default() };
     let response = route(stage, request, &mut log).await;
     tracing::info!(
