@@ -54,10 +54,11 @@ async fn request(addr: SocketAddr, headers: &[(&str, &str)]) -> (StatusCode, Str
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(builder.body(Body::new()).unwrap()))
-        .await
-        .expect("no client hangs")
-        .unwrap();
+    let response =
+        tokio::time::timeout(Duration::from_secs(10), sender.send_request(builder.body(Body::new()).unwrap()))
+            .await
+            .expect("no client hangs")
+            .unwrap();
     let status = response.status();
     let cookie = response.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_string());
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -163,7 +164,8 @@ async fn two_proxies_choose_the_same_server_for_a_key() {
 #[tokio::test]
 async fn health_checks_take_a_dead_server_out_and_bring_it_back() {
     let servers = three().await;
-    let check = "health-check = { interval = \"100ms\", timeout = \"200ms\", rise = 2, fall = 2, http-path = \"/health\" }";
+    let check =
+        "health-check = { interval = \"100ms\", timeout = \"200ms\", rise = 2, fall = 2, http-path = \"/health\" }";
     let proxy = pool_proxy(&[&servers[0], &servers[1], &servers[2]], check).await;
     let dead_addr = servers[1].addr;
     servers[1].kill();
@@ -241,7 +243,8 @@ async fn raw_proxy(backend: SocketAddr, version: &str) -> Proxy {
 async fn proxy_protocol_v1_and_v2_bytes_sent_to_the_backend() {
     let payload = b"SSH-2.0-x\r\n";
     // v1: a text line before the client's bytes.
-    let client_line_len = |c: SocketAddr, p: SocketAddr| format!("PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\n", c.port(), p.port());
+    let client_line_len =
+        |c: SocketAddr, p: SocketAddr| format!("PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\n", c.port(), p.port());
     let listener_port_line = {
         let (backend, got) = {
             // The v1 line's length depends on the port numbers: read up to the payload.

@@ -13,11 +13,11 @@
 
 use crate::backend::{Backend, BackendError};
 use crate::config::{Fallback, HashKey};
-use crate::proxy_protocol::{self, ProxiedAddrs};
 use crate::http::{self, HttpStage};
 use crate::io::PrefixedIo;
 use crate::names::BackendName;
 use crate::plugin::{ConnFacts, TlsFacts, Verdict};
+use crate::proxy_protocol::{self, ProxiedAddrs};
 use crate::relay::{IntoHalves, RelayEnd, TlsStreamHalves, relay};
 use crate::sniff::{SniffFailure, SniffLimits, sniff};
 use crate::state::{ListenerPlan, Snapshot};
@@ -211,7 +211,8 @@ where
 {
     let limits = SniffLimits { max_bytes: plan.config.max_inspect_bytes, timeout: plan.config.inspect_timeout };
     loop {
-        let sniffed = match sniff(&mut client, plan.sniffer.as_ref(), facts, limits, std::mem::take(&mut initial)).await {
+        let sniffed = match sniff(&mut client, plan.sniffer.as_ref(), facts, limits, std::mem::take(&mut initial)).await
+        {
             Ok(sniffed) => sniffed,
             Err(e) => return report.end(Outcome::ClientError(e)),
         };

@@ -88,13 +88,13 @@ where
             (head.len() >= limits.max_bytes).then_some(Completion::ByteCap)
         } else {
             match tokio::time::timeout_at(deadline, client.read(&mut chunk[..room])).await {
-            Err(_elapsed) => Some(Completion::Deadline),
-            Ok(Ok(0)) => Some(Completion::ClientFinished),
-            Ok(Ok(n)) => {
-                head.extend_from_slice(&chunk[..n]);
-                (head.len() >= limits.max_bytes).then_some(Completion::ByteCap)
-            }
-            Ok(Err(e)) => return Err(e),
+                Err(_elapsed) => Some(Completion::Deadline),
+                Ok(Ok(0)) => Some(Completion::ClientFinished),
+                Ok(Ok(n)) => {
+                    head.extend_from_slice(&chunk[..n]);
+                    (head.len() >= limits.max_bytes).then_some(Completion::ByteCap)
+                }
+                Ok(Err(e)) => return Err(e),
             }
         };
         let complete = completion.is_some();
@@ -149,8 +149,9 @@ mod tests {
     async fn reads_until_the_plugin_decides_and_keeps_every_byte() {
         let (mut client, mut peer) = tokio::io::duplex(64);
         peer.write_all(b"abc").await.unwrap();
-        let task =
-            tokio::spawn(async move { sniff(&mut client, &sniffer(5), &ConnFacts::probe(), LIMITS, Vec::new()).await.unwrap() });
+        let task = tokio::spawn(async move {
+            sniff(&mut client, &sniffer(5), &ConnFacts::probe(), LIMITS, Vec::new()).await.unwrap()
+        });
         tokio::task::yield_now().await;
         peer.write_all(b"defg").await.unwrap();
         let sniffed = task.await.unwrap();

@@ -74,8 +74,9 @@ pub async fn http_backend_at(name: &'static str, addr: &str) -> HttpBackend {
                     counter.fetch_add(1, Ordering::Relaxed);
                     answer(name, request)
                 });
-                let serve =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+                let serve = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
                 tokio::select! {
                     _ = serve => {},
                     () = stopped.cancelled() => {},

@@ -61,7 +61,8 @@ async fn probe(addr: &str, check: &HealthCheck) -> bool {
     tokio::time::timeout(check.timeout, async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
         let Some(path) = &check.http_path else { return Some(()) };
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: sluice-health\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: sluice-health\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut head = [0u8; 12];
         stream.read_exact(&mut head).await.ok()?;

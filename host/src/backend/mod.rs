@@ -15,7 +15,7 @@
 
 pub mod health;
 
-use crate::config::{Balance, BackendConfig};
+use crate::config::{BackendConfig, Balance};
 use crate::http::ProxyBody;
 use crate::names::BackendName;
 use hyper::client::conn::http1::SendRequest;
@@ -256,7 +256,8 @@ impl Backend {
 /// Rendezvous (highest random weight) hashing: each server gets a score for
 /// the key; the highest wins. Stable across processes and versions (SHA-256).
 fn rendezvous_score(key: &str, server: &str) -> u64 {
-    let digest = Sha256::new().chain_update(key.as_bytes()).chain_update([0]).chain_update(server.as_bytes()).finalize();
+    let digest =
+        Sha256::new().chain_update(key.as_bytes()).chain_update([0]).chain_update(server.as_bytes()).finalize();
     u64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 digest has 8 bytes"))
 }
 

@@ -2,8 +2,9 @@
 
 use super::units::{parse_duration, parse_size};
 use super::{
-    Balance, BackendConfig, CertificateConfig, Config, HashKey, HealthCheck, StickyCookie, DemoKind, DemoServer, FORWARDED_HEADER_NAMES, Fallback, ForwardedHeaders,
-    ListenerConfig, MAX_INSPECT_BYTES, MAX_PLUGIN_MEMORY, PluginConfig, PluginLimits, PluginSource, Problem,
+    BackendConfig, Balance, CertificateConfig, Config, DemoKind, DemoServer, FORWARDED_HEADER_NAMES, Fallback,
+    ForwardedHeaders, HashKey, HealthCheck, ListenerConfig, MAX_INSPECT_BYTES, MAX_PLUGIN_MEMORY, PluginConfig,
+    PluginLimits, PluginSource, Problem, StickyCookie,
 };
 use crate::builtin;
 use crate::names::{BackendName, ListenerName, PluginName};
@@ -86,10 +87,7 @@ enum RawHashKey {
     /// `hash-key = "client-ip"`
     Word(String),
     /// `hash-key = { header = "x-user" }` or `{ cookie = "sid" }`
-    Source {
-        header: Option<String>,
-        cookie: Option<String>,
-    },
+    Source { header: Option<String>, cookie: Option<String> },
 }
 
 #[derive(Debug, Deserialize)]
@@ -537,7 +535,8 @@ fn forwarded_headers(names: &[String]) -> Result<ForwardedHeaders, String> {
 }
 
 fn sticky_cookie(raw: &RawStickyCookie) -> Result<StickyCookie, String> {
-    let token_ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let token_ok =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !token_ok(&raw.name) {
         return Err(format!("`{}` is not a cookie name", raw.name));
     }

@@ -11,16 +11,16 @@ use super::headers::{self, add_forwarded, apply_edits, remove_hop_by_hop};
 use super::{HttpStage, ProxyBody, RequestLog, error_response};
 use crate::backend::{ActiveGuard, Backend, BackendError, Server};
 use crate::config::HashKey;
-use crate::proxy_protocol::{self, ProxiedAddrs};
-use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 use crate::plugin::ForwardTo;
+use crate::proxy_protocol::{self, ProxiedAddrs};
 use crate::relay::relay;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
 /// Why no response came from the backend.
@@ -80,14 +80,19 @@ pub(super) async fn forward(
     let pinned = config.sticky_cookie.as_ref().and_then(|sticky| cookie_value(&parts.headers, &sticky.name));
     let affinity = to.affinity.clone().or_else(|| match &config.hash_key {
         Some(HashKey::ClientIp) => Some(stage.facts.client_addr.ip().to_string()),
-        Some(HashKey::Header(name)) => parts.headers.get(name.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string),
+        Some(HashKey::Header(name)) => {
+            parts.headers.get(name.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string)
+        }
         Some(HashKey::Cookie(name)) => cookie_value(&parts.headers, name),
         None => None,
     });
     let order = backend.server_order(affinity.as_deref(), pinned.as_deref());
     let request = Request::from_parts(parts, body.boxed());
     let proxy_header = config.proxy_protocol.map(|version| {
-        proxy_protocol::encode(version, ProxiedAddrs { client: stage.facts.client_addr, server: stage.facts.local_addr })
+        proxy_protocol::encode(
+            version,
+            ProxiedAddrs { client: stage.facts.client_addr, server: stage.facts.local_addr },
+        )
     });
 
     let timeout = config.response_timeout;
