@@ -4,6 +4,7 @@
 //! never delays the next accept.
 
 use crate::connection::{self, Outcome, Report, Spawner};
+use crate::metrics::{self, GaugeGuard};
 use crate::names::{ConnId, ListenerName};
 use crate::plugin::ConnFacts;
 use crate::state::Snapshot;
@@ -58,25 +59,59 @@ impl AcceptLoop {
             let Some(plan) = snapshot.listeners.get(&self.name).cloned() else {
                 continue; // this listener was removed from the config
             };
+            // Global limits: refuse (and count) rather than let a flood of
+            // sockets starve the clients already being served.
+            let Ok(connection_permit) = snapshot.limits.connections.clone().try_acquire_owned() else {
+                refuse(&self.name, "max-connections");
+                continue;
+            };
+            let Ok(sniff_permit) = snapshot.limits.sniffing.clone().try_acquire_owned() else {
+                refuse(&self.name, "max-sniffing");
+                continue;
+            };
             let Ok(local_addr) = stream.local_addr() else { continue };
             let _ = stream.set_nodelay(true);
             let facts = ConnFacts { listener: self.name.clone(), client_addr, local_addr, tls: None, hello: None };
             let close_all = self.draining.close_all.clone();
             let spawner = Spawner { tasks: self.connections.clone(), close_all: close_all.clone() };
             let span = tracing::info_span!("conn", id = %ConnId::next(), listener = %self.name, client = %client_addr);
+            let listener = self.name.clone();
             self.connections.spawn(
                 async move {
+                    let _permit = connection_permit;
+                    let _active = GaugeGuard::new(metrics::gauge(
+                        "sluice_connections_active",
+                        vec![("listener", listener.to_string())],
+                    ));
                     let started = Instant::now();
                     let report = tokio::select! {
-                        report = connection::serve(stream, facts, &snapshot, &plan, &spawner) => report,
+                        report = connection::serve(stream, facts, &snapshot, &plan, &spawner, sniff_permit) => report,
                         () = close_all.cancelled() => Report::shutdown(),
                     };
+                    count_connection(&listener, &report);
                     log_access(&report, started.elapsed());
                 }
                 .instrument(span),
             );
         }
     }
+}
+
+fn refuse(listener: &ListenerName, limit: &'static str) {
+    tracing::warn!(listener = %listener, limit, "connection refused: global limit reached");
+    metrics::count("sluice_connections_refused_total", vec![("limit", limit.to_string())], 1);
+}
+
+fn count_connection(listener: &ListenerName, report: &Report) {
+    let listener = listener.to_string();
+    let protocol = report.verdict.to_string();
+    metrics::count("sluice_connections_total", vec![("listener", listener.clone()), ("protocol", protocol)], 1);
+    metrics::count(
+        "sluice_bytes_total",
+        vec![("listener", listener.clone()), ("direction", "in".into())],
+        report.bytes_in,
+    );
+    metrics::count("sluice_bytes_total", vec![("listener", listener), ("direction", "out".into())], report.bytes_out);
 }
 
 /// Errors that concern one connection that failed while being accepted, not the listener.

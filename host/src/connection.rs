@@ -15,6 +15,7 @@ use crate::backend::{Backend, BackendError};
 use crate::config::{Fallback, HashKey};
 use crate::http::{self, HttpStage};
 use crate::io::PrefixedIo;
+use crate::metrics;
 use crate::names::BackendName;
 use crate::plugin::{ConnFacts, TlsFacts, Verdict};
 use crate::proxy_protocol::{self, ProxiedAddrs};
@@ -27,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -138,8 +140,10 @@ pub async fn serve(
     snapshot: &Arc<Snapshot>,
     plan: &Arc<ListenerPlan>,
     spawner: &Spawner,
+    sniff_permit: OwnedSemaphorePermit,
 ) -> Report {
     let mut report = Report::new();
+    let mut sniff_permit = Some(sniff_permit);
     let mut client = client;
     let mut initial = Vec::new();
     if !plan.config.proxy_protocol_from.is_empty() {
@@ -159,21 +163,33 @@ pub async fn serve(
             Err(e) => return report.ended(Outcome::Rejected(format!("PROXY protocol header: {e}"))),
         }
     }
-    let (client, head) = match serve_stream(client, &facts, snapshot, plan, spawner, initial, &mut report).await {
-        Step::Done => return report,
-        Step::TerminateTls { client, head } => (client, head),
-    };
+    let (client, head) =
+        match serve_stream(client, &facts, snapshot, plan, spawner, initial, &mut sniff_permit, &mut report).await {
+            Step::Done => return report,
+            Step::TerminateTls { client, head } => (client, head),
+        };
     let Some(tls) = &plan.tls else {
         let why = "the sniff plugin chose terminate-tls, but this listener has no certificates";
         return report.ended(Outcome::Misrouted(why.into()));
     };
     // The ClientHello was read while sniffing: replay it into the handshake.
     let handshake = tls.acceptor.accept(PrefixedIo::new(head, client));
+    let handshake_result = |result: &str| {
+        let labels = vec![("listener", facts.listener.to_string()), ("result", result.to_string())];
+        metrics::count("sluice_tls_handshakes_total", labels, 1);
+    };
     let stream = match tokio::time::timeout(tls.handshake_timeout, handshake).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return report.ended(Outcome::TlsFailed(e.to_string())),
-        Err(_) => return report.ended(Outcome::TlsFailed(format!("no handshake within {:?}", tls.handshake_timeout))),
+        Ok(Err(e)) => {
+            handshake_result("failed");
+            return report.ended(Outcome::TlsFailed(e.to_string()));
+        }
+        Err(_) => {
+            handshake_result("timeout");
+            return report.ended(Outcome::TlsFailed(format!("no handshake within {:?}", tls.handshake_timeout)));
+        }
     };
+    handshake_result("ok");
     let session = stream.get_ref().1;
     let tls_facts = TlsFacts {
         server_name: session.server_name().map(str::to_string),
@@ -182,7 +198,9 @@ pub async fn serve(
     report.tls_server_name = tls_facts.server_name.clone();
     facts.tls = Some(tls_facts);
     facts.hello = None;
-    match serve_stream(TlsStreamHalves(stream), &facts, snapshot, plan, spawner, Vec::new(), &mut report).await {
+    match serve_stream(TlsStreamHalves(stream), &facts, snapshot, plan, spawner, Vec::new(), &mut None, &mut report)
+        .await
+    {
         Step::Done => report,
         Step::TerminateTls { .. } => report.ended(Outcome::Misrouted("terminate-tls inside TLS".into())),
     }
@@ -204,6 +222,7 @@ async fn serve_stream<S>(
     plan: &Arc<ListenerPlan>,
     spawner: &Spawner,
     mut initial: Vec<u8>,
+    sniff_permit: &mut Option<OwnedSemaphorePermit>,
     report: &mut Report,
 ) -> Step<S>
 where
@@ -216,6 +235,7 @@ where
             Ok(sniffed) => sniffed,
             Err(e) => return report.end(Outcome::ClientError(e)),
         };
+        sniff_permit.take(); // no longer sniffing: the slot goes to the next connection
         report.bytes_in += sniffed.head.len() as u64;
         let verdict = match sniffed.decision {
             Ok(verdict) => verdict,
@@ -233,6 +253,8 @@ where
             }
         };
         report.verdict = verdict.label();
+        let labels = vec![("listener", facts.listener.to_string()), ("verdict", verdict.label().to_string())];
+        metrics::count("sluice_sniff_verdicts_total", labels, 1);
         let backend_name = match verdict {
             Verdict::Reply { data, then_close } => {
                 if let Err(e) = client.write_all(&data).await {

@@ -27,6 +27,7 @@
 //! - [`demo`]: tiny servers so the examples run with nothing else installed.
 
 pub mod accept;
+pub mod admin;
 pub mod app;
 pub mod backend;
 pub mod builtin;
@@ -35,6 +36,7 @@ pub mod connection;
 pub mod demo;
 pub mod http;
 pub mod io;
+pub mod metrics;
 pub mod names;
 pub mod plugin;
 pub mod proxy_protocol;

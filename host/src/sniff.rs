@@ -8,6 +8,7 @@
 //! bytes read are returned with the verdict so the next stage can replay
 //! them: nothing the client sent is lost.
 
+use crate::metrics::{self, GaugeGuard};
 use crate::plugin::{ConnFacts, PluginError, Sniffer, Verdict};
 use crate::tls::client_hello::{self, Hello};
 use std::io;
@@ -75,6 +76,7 @@ pub async fn sniff<S>(
 where
     S: AsyncRead + Unpin,
 {
+    let _sniffing = GaugeGuard::new(metrics::gauge("sluice_connections_sniffing", Vec::new()));
     let deadline = Instant::now() + limits.timeout;
     let mut head = initial;
     head.truncate(limits.max_bytes);

@@ -27,6 +27,17 @@ pub struct ListenerPlan {
 pub struct Snapshot {
     pub listeners: HashMap<ListenerName, Arc<ListenerPlan>>,
     pub backends: Backends,
+    /// Global connection limits of this config version.
+    pub limits: Arc<ConnLimits>,
+    /// Loaded plugins by name, for the status page: (world, SHA-256 of the component).
+    pub plugin_versions: Vec<(PluginName, &'static str, String)>,
+}
+
+/// Permits for open and sniffing connections (see `[limits]`). A reload
+/// brings fresh counts: connections accepted before it hold the old ones.
+pub struct ConnLimits {
+    pub connections: Arc<tokio::sync::Semaphore>,
+    pub sniffing: Arc<tokio::sync::Semaphore>,
 }
 
 /// A plugin or certificate that could not be loaded.
@@ -84,7 +95,17 @@ impl Snapshot {
             };
             listeners.insert(listener.name.clone(), Arc::new(plan));
         }
-        Ok(Snapshot { listeners, backends: Backends::new(config.backends.values()) })
+        let limits = Arc::new(ConnLimits {
+            connections: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+            sniffing: Arc::new(tokio::sync::Semaphore::new(config.limits.max_sniffing)),
+        });
+        let mut plugin_versions: Vec<(PluginName, &'static str, String)> = sniffers
+            .iter()
+            .map(|(name, plugin)| (name.clone(), "sniffer", plugin.version().to_string()))
+            .chain(routers.iter().map(|(name, plugin)| (name.clone(), "router", plugin.version().to_string())))
+            .collect();
+        plugin_versions.sort();
+        Ok(Snapshot { listeners, backends: Backends::new(config.backends.values()), limits, plugin_versions })
     }
 }
 

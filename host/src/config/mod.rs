@@ -32,6 +32,31 @@ pub struct Config {
     pub backends: BTreeMap<BackendName, BackendConfig>,
     pub plugins: BTreeMap<PluginName, PluginConfig>,
     pub demo_servers: Vec<DemoServer>,
+    /// The admin listener (metrics, health, status), if configured.
+    pub admin: Option<AdminConfig>,
+    /// Process-wide connection limits.
+    pub limits: GlobalLimits,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Loopback by default: the admin endpoints have no authentication.
+    pub bind: SocketAddr,
+}
+
+/// Caps that keep a flood of connections from starving real clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GlobalLimits {
+    /// Open client connections; beyond it new ones are refused (and counted).
+    pub max_connections: usize,
+    /// Connections still being sniffed (silent sockets); beyond it new ones are refused.
+    pub max_sniffing: usize,
+}
+
+impl Default for GlobalLimits {
+    fn default() -> Self {
+        Self { max_connections: 100_000, max_sniffing: 10_000 }
+    }
 }
 
 #[derive(Debug, Clone)]

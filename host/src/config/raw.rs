@@ -2,9 +2,9 @@
 
 use super::units::{parse_duration, parse_size};
 use super::{
-    BackendConfig, Balance, CertificateConfig, Config, DemoKind, DemoServer, FORWARDED_HEADER_NAMES, Fallback,
-    ForwardedHeaders, HashKey, HealthCheck, ListenerConfig, MAX_INSPECT_BYTES, MAX_PLUGIN_MEMORY, PluginConfig,
-    PluginLimits, PluginSource, Problem, StickyCookie,
+    AdminConfig, BackendConfig, Balance, CertificateConfig, Config, DemoKind, DemoServer, FORWARDED_HEADER_NAMES,
+    Fallback, ForwardedHeaders, GlobalLimits, HashKey, HealthCheck, ListenerConfig, MAX_INSPECT_BYTES,
+    MAX_PLUGIN_MEMORY, PluginConfig, PluginLimits, PluginSource, Problem, StickyCookie,
 };
 use crate::builtin;
 use crate::names::{BackendName, ListenerName, PluginName};
@@ -25,6 +25,21 @@ pub struct RawConfig {
     plugins: BTreeMap<String, RawPlugin>,
     #[serde(default)]
     demo_servers: Vec<RawDemoServer>,
+    admin: Option<RawAdmin>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawAdmin {
+    bind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawLimits {
+    max_connections: Option<usize>,
+    max_sniffing: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -491,10 +506,26 @@ impl RawConfig {
             }
         }
 
+        let admin = match &self.admin {
+            None => None,
+            Some(admin) => {
+                let bind = admin.bind.as_deref().unwrap_or("127.0.0.1:9901");
+                problems.check("admin.bind", parse_socket_addr(bind)).map(|bind| AdminConfig { bind })
+            }
+        };
+        let defaults = GlobalLimits::default();
+        let limits = GlobalLimits {
+            max_connections: self.limits.as_ref().and_then(|l| l.max_connections).unwrap_or(defaults.max_connections),
+            max_sniffing: self.limits.as_ref().and_then(|l| l.max_sniffing).unwrap_or(defaults.max_sniffing),
+        };
+        if limits.max_connections == 0 || limits.max_sniffing == 0 {
+            problems.add("limits", "max-connections and max-sniffing must be at least 1");
+        }
+
         if !problems.0.is_empty() {
             return Err(problems.0);
         }
-        Ok(Config { source: path.to_path_buf(), listeners, backends, plugins, demo_servers })
+        Ok(Config { source: path.to_path_buf(), listeners, backends, plugins, demo_servers, admin, limits })
     }
 }
 

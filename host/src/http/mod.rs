@@ -23,6 +23,7 @@ mod forward;
 pub mod headers;
 
 use crate::config::Fallback;
+use crate::metrics;
 use crate::plugin::{ConnFacts, ForwardTo, RouteDecision, Router, SyntheticResponse};
 use crate::state::{ListenerPlan, Snapshot};
 use bytes::Bytes;
@@ -94,6 +95,12 @@ async fn handle(stage: &HttpStage, request: Request<Incoming>) -> Response<Proxy
     let path = request.uri().path_and_query().map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
     let mut log = RequestLog { route: "none", ..RequestLog::default() };
     let response = route(stage, request, &mut log).await;
+    let class = format!("{}xx", response.status().as_u16() / 100);
+    metrics::count(
+        "sluice_http_responses_total",
+        vec![("listener", stage.facts.listener.to_string()), ("class", class)],
+        1,
+    );
     tracing::info!(
         target: "sluice::access",
         method = %method,

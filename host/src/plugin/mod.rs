@@ -4,6 +4,7 @@
 //! the plain types here; [`wasm`] implements it over wasmtime. Tests of the
 //! stages can use small fakes.
 
+pub mod try_out;
 pub mod wasm;
 
 use crate::names::{BackendName, ListenerName, PluginName};
@@ -147,6 +148,9 @@ pub struct SyntheticResponse {
 pub trait Router: Send + Sync {
     fn name(&self) -> &PluginName;
 
+    /// The SHA-256 of the loaded component, hex.
+    fn version(&self) -> &str;
+
     /// Decide where one request goes. Synchronous and bounded by the plugin's CPU budget.
     fn pick(&self, conn: &ConnFacts, request: &RouteRequest) -> Result<RouteDecision, PluginError>;
 }
@@ -155,6 +159,9 @@ pub trait Router: Send + Sync {
 pub trait Sniffer: Send + Sync {
     /// The plugin's name, for logs.
     fn name(&self) -> &PluginName;
+
+    /// The SHA-256 of the loaded component, hex.
+    fn version(&self) -> &str;
 
     /// Classify `head`, every byte read so far; `complete` means no more
     /// bytes will be offered. Runs synchronously: calls are bounded by the

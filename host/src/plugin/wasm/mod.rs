@@ -19,6 +19,7 @@ pub mod sniffer;
 
 use super::{ConnFacts, PluginError};
 use crate::config::{MAX_PLUGIN_MEMORY, PluginLimits};
+use crate::metrics;
 use crate::names::PluginName;
 use host::HostState;
 use sha2::{Digest, Sha256};
@@ -86,8 +87,7 @@ impl Runtime {
     }
 
     /// Compile a component, or reuse the compilation of identical bytes.
-    fn compile(&self, wasm: &[u8]) -> Result<Component, LoadError> {
-        let digest: [u8; 32] = Sha256::digest(wasm).into();
+    fn compile(&self, wasm: &[u8], digest: [u8; 32]) -> Result<Component, LoadError> {
         if let Some(component) = self.compiled.lock().expect("compile cache lock").get(&digest) {
             return Ok(component.clone());
         }
@@ -110,7 +110,8 @@ impl Runtime {
         settings_json: String,
         limits: PluginLimits,
     ) -> Result<Loaded<W>, LoadError> {
-        let component = self.compile(wasm)?;
+        let digest: [u8; 32] = Sha256::digest(wasm).into();
+        let component = self.compile(wasm, digest)?;
         let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld { world: W::NAME, reason: root_cause(&e) };
         let mut linker = Linker::<HostState>::new(&self.engine);
         W::add_to_linker(&mut linker).map_err(wrong_world)?;
@@ -120,7 +121,11 @@ impl Runtime {
         let pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
         let pre = W::pre(pre).map_err(wrong_world)?;
 
-        let loaded = Loaded { name, engine: self.engine.clone(), pre, settings_json, limits, idle: Mutex::default() };
+        let digest = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let labels = vec![("plugin", name.to_string()), ("world", W::NAME.to_string())];
+        let latency = metrics::histogram("sluice_plugin_decision_seconds", labels);
+        let engine = self.engine.clone();
+        let loaded = Loaded { name, digest, latency, engine, pre, settings_json, limits, idle: Mutex::default() };
         let mut instance = loaded.start().map_err(|e| match e {
             PluginError::Init(message) => LoadError::Init(message),
             other => LoadError::Probe(other),
@@ -149,6 +154,9 @@ trait World: Sized + Send + 'static {
 #[allow(private_bounds)]
 pub struct Loaded<W: World> {
     name: PluginName,
+    /// SHA-256 of the component, hex: which version is loaded.
+    digest: String,
+    latency: Arc<metrics::Histogram>,
     engine: Engine,
     pre: W::Pre,
     settings_json: String,
@@ -190,6 +198,24 @@ impl<W: World> Loaded<W> {
     /// Run one call on a warm instance (or a fresh one); a failed instance
     /// is dropped instead of going back to the pool.
     fn call<T>(&self, f: impl FnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<T>) -> Result<T, PluginError> {
+        let started = std::time::Instant::now();
+        let result = self.call_unmeasured(f);
+        self.latency.observe(started.elapsed());
+        if let Err(e) = &result {
+            let labels = vec![
+                ("plugin", self.name.to_string()),
+                ("world", W::NAME.to_string()),
+                ("reason", e.label().to_string()),
+            ];
+            metrics::count("sluice_plugin_failures_total", labels, 1);
+        }
+        result
+    }
+
+    fn call_unmeasured<T>(
+        &self,
+        f: impl FnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginError> {
         let warm = self.idle.lock().expect("idle pool lock").pop();
         let mut instance = match warm {
             Some(instance) => instance,

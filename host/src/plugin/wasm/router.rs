@@ -87,6 +87,10 @@ impl Router for WasmRouter {
         Loaded::name(self)
     }
 
+    fn version(&self) -> &str {
+        &self.digest
+    }
+
     fn pick(&self, conn: &ConnFacts, request: &RouteRequest) -> Result<RouteDecision, PluginError> {
         self.call(|bindings, store| pick(bindings, store, conn, request))
     }

@@ -80,6 +80,10 @@ impl Sniffer for WasmSniffer {
         Loaded::name(self)
     }
 
+    fn version(&self) -> &str {
+        &self.digest
+    }
+
     fn classify(&self, conn: &ConnFacts, head: &[u8], complete: bool) -> Result<Verdict, PluginError> {
         self.call(|bindings, store| classify(bindings, store, conn, head, complete))
     }

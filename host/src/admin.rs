@@ -1,0 +1,130 @@
+//! The admin listener: `/metrics` (Prometheus text), `/healthz`, and a JSON
+//! `/status` (listeners, loaded plugins with the hash of each version,
+//! backends with server health, the last reload). Bind it to loopback: it
+//! has no authentication.
+
+use crate::metrics;
+use crate::state::Snapshot;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Extra status the app adds to `/status` (e.g. the last reload).
+pub type StatusExtra = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+pub struct Admin {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub extra: StatusExtra,
+    pub started: Instant,
+}
+
+/// Serve the admin endpoints until `stop`.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationToken) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "admin listening");
+    }
+    loop {
+        let stream = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(answer(&admin, request)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+fn answer(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n", "text/plain");
+    }
+    match request.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n", "text/plain"),
+        "/metrics" => {
+            update_backend_gauges(&admin.snapshot.load());
+            text(StatusCode::OK, &metrics::render(), "text/plain; version=0.0.4")
+        }
+        "/status" => text(StatusCode::OK, &format!("{:#}\n", status(admin)), "application/json"),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /status\n", "text/plain"),
+    }
+}
+
+/// Server health and load are read live from the backends when scraped.
+fn update_backend_gauges(snapshot: &Snapshot) {
+    for backend in snapshot.backends.iter() {
+        for server in backend.servers() {
+            let labels = || vec![("backend", backend.name().to_string()), ("server", server.addr.clone())];
+            metrics::gauge_set("sluice_backend_server_up", labels(), i64::from(server.is_up()));
+            metrics::gauge_set("sluice_backend_server_active", labels(), server.active() as i64);
+        }
+    }
+}
+
+fn status(admin: &Admin) -> serde_json::Value {
+    let snapshot = admin.snapshot.load();
+    let mut listeners: Vec<_> = snapshot
+        .listeners
+        .values()
+        .map(|plan| {
+            json!({
+                "name": plan.config.name.as_str(),
+                "bind": plan.config.bind.to_string(),
+                "sniff": plan.config.sniff.as_str(),
+                "route": plan.config.route.as_ref().map(|r| r.as_str()),
+                "tls": plan.tls.is_some(),
+                "default_backend": plan.config.default_backend.as_ref().map(|b| b.as_str()),
+            })
+        })
+        .collect();
+    listeners.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let plugins: Vec<_> = snapshot
+        .plugin_versions
+        .iter()
+        .map(|(name, world, sha256)| json!({ "name": name.as_str(), "world": world, "sha256": sha256 }))
+        .collect();
+    let mut backends: Vec<_> = snapshot
+        .backends
+        .iter()
+        .map(|backend| {
+            let servers: Vec<_> = backend
+                .servers()
+                .iter()
+                .map(|s| json!({ "addr": s.addr, "up": s.is_up(), "active": s.active() }))
+                .collect();
+            json!({ "name": backend.name().as_str(), "servers": servers })
+        })
+        .collect();
+    backends.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": admin.started.elapsed().as_secs(),
+        "listeners": listeners,
+        "plugins": plugins,
+        "backends": backends,
+        "reload": (admin.extra)(),
+    })
+}
+
+fn text(status: StatusCode, body: &str, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    response
+}
