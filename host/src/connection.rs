@@ -164,7 +164,7 @@ pub async fn serve(
         }
     }
     let (client, head) =
-        match serve_stream(client, &facts, snapshot, plan, spawner, initial, &mut sniff_permit, &mut report).await {
+        match serve_stream(client, &facts, (snapshot, plan, spawner), initial, &mut sniff_permit, &mut report).await {
             Step::Done => return report,
             Step::TerminateTls { client, head } => (client, head),
         };
@@ -198,7 +198,7 @@ pub async fn serve(
     report.tls_server_name = tls_facts.server_name.clone();
     facts.tls = Some(tls_facts);
     facts.hello = None;
-    match serve_stream(TlsStreamHalves(stream), &facts, snapshot, plan, spawner, Vec::new(), &mut None, &mut report)
+    match serve_stream(TlsStreamHalves(stream), &facts, (snapshot, plan, spawner), Vec::new(), &mut None, &mut report)
         .await
     {
         Step::Done => report,
@@ -218,9 +218,7 @@ enum Step<S> {
 async fn serve_stream<S>(
     mut client: S,
     facts: &ConnFacts,
-    snapshot: &Arc<Snapshot>,
-    plan: &Arc<ListenerPlan>,
-    spawner: &Spawner,
+    (snapshot, plan, spawner): (&Arc<Snapshot>, &Arc<ListenerPlan>, &Spawner),
     mut initial: Vec<u8>,
     sniff_permit: &mut Option<OwnedSemaphorePermit>,
     report: &mut Report,

@@ -136,6 +136,10 @@ mod tests {
             &self.name
         }
 
+        fn version(&self) -> &str {
+            "test"
+        }
+
         fn classify(&self, _: &ConnFacts, head: &[u8], complete: bool) -> Result<Verdict, PluginError> {
             Ok(if head.len() >= self.want || complete { Verdict::ForwardDefault } else { Verdict::NeedMore })
         }
