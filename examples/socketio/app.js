@@ -7,14 +7,17 @@
 //              emits `echo` and writes the answer into #result.
 // GET /whoami  JSON: this app's name and the X-Forwarded-* headers it saw.
 // GET /health  "ok"
+// GET /favicon.ico  204 (browsers ask for it)
 //
 // run.sh starts it twice: as `web` (port 9100, the default backend) and as
 // `api` (port 9103, reached through sluice with `Host: api.localhost`).
+// Port 0 picks a free port; the line printed once listening names the real
+// one (`... listening on http://127.0.0.1:PORT`), which tests/socketio.rs reads.
 'use strict';
 
 const http = require('node:http');
 
-const port = Number(process.argv[2] || process.env.PORT || 9100);
+const port = Number(process.argv[2] ?? process.env.PORT ?? 9100);
 const name = process.argv[3] || process.env.APP_NAME || 'web';
 const host = process.env.HOST || '127.0.0.1';
 
@@ -34,12 +37,15 @@ const page = `<!doctype html>
 <h1>sluice + Socket.IO</h1>
 <p>This page was served by the <code>${name}</code> app; the Socket.IO client script and the
 connection below go through the same port to one of the Socket.IO nodes.</p>
+<p>Page: <span id="page">-</span></p>
 <p>Result: <span id="result" data-state="pending">connecting…</span></p>
 <p>Transport: <span id="transport">-</span></p>
 <script src="/socket.io/socket.io.js"></script>
 <script>
   const result = document.getElementById('result');
   const transport = document.getElementById('transport');
+  document.getElementById('page').textContent = location.protocol + '//' + location.host + ' (' +
+    (location.protocol === 'https:' ? 'TLS terminated by sluice' : 'plain HTTP') + ', same port)';
   const fail = (message) => {
     result.textContent = 'error: ' + message;
     result.dataset.state = 'error';
@@ -87,6 +93,9 @@ const server = http.createServer((req, res) => {
     });
     res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
     res.end(req.method === 'HEAD' ? undefined : body + '\n');
+  } else if (path === '/favicon.ico') {
+    res.writeHead(204, { 'cache-control': 'max-age=86400' });
+    res.end();
   } else if (path === '/health') {
     res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
     res.end('ok\n');
@@ -97,7 +106,7 @@ const server = http.createServer((req, res) => {
 });
 
 server.listen(port, host, () => {
-  console.log(`[${name}] web app listening on http://${host}:${port}`);
+  console.log(`[${name}] web app listening on http://${host}:${server.address().port}`);
 });
 
 const stop = () => {
