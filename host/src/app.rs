@@ -1,12 +1,17 @@
 //! The running proxy: `App::bind(config)` loads plugins and binds every
 //! listener, `app.local_addr(name)` tells where it listens (port 0 works),
-//! `app.run(shutdown)` serves until `shutdown` resolves, then drains.
+//! `app.run(shutdown)` serves until `shutdown` resolves, then drains. While
+//! it runs, [`reload`](crate::reload) watches the config, plugin and
+//! certificate files and swaps in each valid new version;
+//! [`App::reload_handle`] reports on reloads and triggers them.
 
-use crate::accept::{AcceptLoop, Draining};
+use crate::accept::Draining;
+use crate::admin;
 use crate::config::{Config, DemoServer};
 use crate::demo;
 use crate::names::ListenerName;
 use crate::plugin::wasm::Runtime;
+use crate::reload::{Baseline, ReloadHandle, ReloadStatus, Reloader, Startup};
 use crate::state::{BuildError, Snapshot};
 use arc_swap::ArcSwap;
 use std::future::Future;
@@ -39,10 +44,15 @@ pub enum Drained {
 }
 
 pub struct App {
+    config: Config,
     snapshot: Arc<ArcSwap<Snapshot>>,
     listeners: Vec<(ListenerName, TcpListener)>,
     demo_servers: Vec<(DemoServer, TcpListener)>,
+    admin: Option<TcpListener>,
     grace: Duration,
+    watch: bool,
+    reload: ReloadHandle,
+    startup: Startup,
 }
 
 impl App {
@@ -50,12 +60,16 @@ impl App {
     /// served until [`App::run`].
     pub async fn bind(config: Config) -> Result<App, StartError> {
         let runtime = Runtime::new().map_err(|e| StartError::Runtime(format!("{e:#}")))?;
-        let snapshot = {
+        let (snapshot, baseline) = {
             let config = config.clone();
             // Compiling WebAssembly is CPU-heavy: keep it off the async workers.
-            tokio::task::spawn_blocking(move || Snapshot::build(&config, &runtime))
-                .await
-                .map_err(|e| StartError::Runtime(format!("plugin loading panicked: {e}")))??
+            // The files are hashed before they are read, for the reloader.
+            tokio::task::spawn_blocking(move || {
+                let baseline = Baseline::of(&config);
+                Snapshot::build(&config, &runtime).map(|snapshot| (snapshot, baseline))
+            })
+            .await
+            .map_err(|e| StartError::Runtime(format!("plugin loading panicked: {e}")))??
         };
 
         let mut demo_servers = Vec::new();
@@ -69,11 +83,22 @@ impl App {
             let bound = bind(&format!("listener `{}`", listener.name), listener.bind).await?;
             listeners.push((listener.name.clone(), bound));
         }
+        let admin = match &config.admin {
+            Some(admin) => Some(bind("admin listener", admin.bind).await?),
+            None => None,
+        };
+        let addrs = listeners.iter().filter_map(|(name, l)| Some((name.clone(), l.local_addr().ok()?))).collect();
+        let (reload, startup) = ReloadHandle::new(addrs, baseline);
         Ok(App {
+            config,
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             listeners,
             demo_servers,
+            admin,
             grace: Duration::from_secs(30),
+            watch: true,
+            reload,
+            startup,
         })
     }
 
@@ -83,7 +108,32 @@ impl App {
         self
     }
 
-    /// The address a listener is bound to.
+    /// Whether `run` watches the config, plugin and certificate files and
+    /// reloads when they change (default: yes). Without watching, reloads
+    /// happen only through [`ReloadHandle::reload_now`] (SIGHUP).
+    pub fn with_watch(mut self, watch: bool) -> Self {
+        self.watch = watch;
+        self
+    }
+
+    /// Reload status, manual reloads and the current listener addresses,
+    /// usable while `run` runs.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        self.reload.clone()
+    }
+
+    /// The last reload's result and the counters.
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.reload.status()
+    }
+
+    /// The admin listener's address, if the config has `[admin]`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|listener| listener.local_addr().ok())
+    }
+
+    /// The address a listener is bound to (at startup; after reloads, ask
+    /// the [`ReloadHandle`]).
     pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
         self.local_addrs().into_iter().find(|(name, _)| name.as_str() == listener).map(|(_, addr)| addr)
     }
@@ -100,28 +150,42 @@ impl App {
         let connections = TaskTracker::new();
         let draining = Draining { stop_accepting: stop_accepting.clone(), close_all: close_all.clone() };
 
+        if let Some(listener) = self.admin {
+            let reload = self.reload.clone();
+            let admin = Arc::new(admin::Admin {
+                snapshot: self.snapshot.clone(),
+                extra: Arc::new(move || reload_json(&reload.status())),
+                started: std::time::Instant::now(),
+            });
+            tokio::spawn(admin::serve(listener, admin, stop_accepting.clone()));
+        }
         for (demo, listener) in self.demo_servers {
             tokio::spawn(demo::serve(demo.kind, listener, stop_accepting.clone()));
         }
-        let mut accept_loops = Vec::new();
+        // The reloader owns the listeners from here on: reloads add and remove them.
+        let mut reloader = Reloader::new(
+            self.config,
+            self.snapshot,
+            connections.clone(),
+            draining,
+            &self.reload,
+            self.startup,
+            self.watch,
+        );
         for (name, listener) in self.listeners {
-            if let Ok(addr) = listener.local_addr() {
-                tracing::info!(listener = %name, %addr, "listening");
-            }
-            let accept = AcceptLoop {
-                name,
-                listener,
-                snapshot: self.snapshot.clone(),
-                connections: connections.clone(),
-                draining: draining.clone(),
-            };
-            accept_loops.push(tokio::spawn(accept.run()));
+            reloader.start_listener(name, listener);
         }
+        let reloader = tokio::spawn(reloader.run(stop_accepting.clone()));
 
         shutdown.await;
         stop_accepting.cancel();
-        for accept in accept_loops {
-            let _ = accept.await;
+        match reloader.await {
+            Ok(accept_loops) => {
+                for accept in accept_loops {
+                    let _ = accept.await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "the reloader failed; its listeners stop on their own"),
         }
         connections.close();
         let open = connections.len();
@@ -136,6 +200,18 @@ impl App {
         connections.wait().await;
         Drained::Forced(forced)
     }
+}
+
+/// The last reload, for `/status`.
+fn reload_json(status: &ReloadStatus) -> serde_json::Value {
+    let last = status.last.as_ref().map(|last| {
+        let at = last.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        match &last.result {
+            Ok(summary) => serde_json::json!({ "at_unix": at, "trigger": format!("{:?}", last.trigger), "ok": true, "summary": summary }),
+            Err(error) => serde_json::json!({ "at_unix": at, "trigger": format!("{:?}", last.trigger), "ok": false, "error": error }),
+        }
+    });
+    serde_json::json!({ "successes": status.successes, "failures": status.failures, "last": last })
 }
 
 async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {

@@ -23,6 +23,7 @@
 //! - [`plugin`]: what the core needs from plugins; [`plugin::wasm`] runs them
 //!   on wasmtime. Nothing else in the crate touches wasmtime.
 //! - [`state`]: a snapshot of loaded plugins and backends for one config version.
+//! - [`reload`]: watch the config, plugin and certificate files; validate and swap in new versions.
 //! - [`tls`]: TLS termination (certificates by SNI) and the ClientHello parser.
 //! - [`demo`]: tiny servers so the examples run with nothing else installed.
 
@@ -41,6 +42,7 @@ pub mod names;
 pub mod plugin;
 pub mod proxy_protocol;
 pub mod relay;
+pub mod reload;
 pub mod sniff;
 pub mod state;
 pub mod tls;

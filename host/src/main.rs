@@ -1,5 +1,7 @@
 //! The `sluice` command: parse arguments, load and validate the config before
-//! binding anything, bind, serve until SIGINT/SIGTERM, drain.
+//! binding anything, bind, serve until SIGINT/SIGTERM, drain. While serving,
+//! changed config, plugin and certificate files are reloaded, and so is
+//! everything on SIGHUP.
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -27,6 +29,55 @@ enum Command {
     Run(RunArgs),
     /// Validate a config and load and probe its plugins, without serving.
     Check(CheckArgs),
+    /// Work with plugins outside the proxy.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Run a plugin once on sample input, in the same sandbox as the proxy,
+    /// and print its verdict (sniff plugins) or routing decision (route plugins).
+    Test(PluginTestArgs),
+}
+
+#[derive(Args)]
+struct PluginTestArgs {
+    /// The plugin component (.wasm).
+    plugin: PathBuf,
+    /// The plugin's settings as JSON (what its `settings` table becomes).
+    #[arg(long, default_value = "{}")]
+    settings: String,
+    /// Sniff: the connection's first bytes, with escapes (\r \n \t \0 \\ \xHH).
+    #[arg(long, value_name = "BYTES")]
+    head: Option<String>,
+    /// Sniff: the first bytes from a file (e.g. a captured connection).
+    #[arg(long, value_name = "FILE", conflicts_with = "head")]
+    head_file: Option<PathBuf>,
+    /// Sniff: tell the plugin no more bytes will come (deadline, byte cap, client done).
+    #[arg(long)]
+    complete: bool,
+    /// Route: a request line, e.g. "GET /socket.io/?EIO=4".
+    #[arg(long, value_name = "METHOD PATH", conflicts_with_all = ["head", "head_file"])]
+    request: Option<String>,
+    /// Route: a request header "name: value" (repeatable); `host` sets the authority.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// The client address the plugin sees.
+    #[arg(long, default_value = "127.0.0.1:50000")]
+    client: std::net::SocketAddr,
+    /// The listener name the plugin sees.
+    #[arg(long, default_value = "test")]
+    listener: String,
+    /// Decide as if inside TLS that sluice terminated, with this server name.
+    #[arg(long, value_name = "NAME")]
+    sni: Option<String>,
+    /// Fuel per call.
+    #[arg(long, default_value_t = 10_000_000)]
+    cpu_budget: u64,
+    /// The instance's memory cap, e.g. "16MiB".
+    #[arg(long, default_value = "16MiB", value_parser = sluice::config::parse_size)]
+    memory_limit: u64,
 }
 
 #[derive(Args)]
@@ -41,6 +92,10 @@ struct RunArgs {
     /// are closed, e.g. "30s".
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     grace: Duration,
+    /// Do not watch the config, plugin and certificate files for changes;
+    /// reload only on SIGHUP.
+    #[arg(long)]
+    no_watch: bool,
 }
 
 #[derive(Args)]
@@ -66,6 +121,7 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         None => run(cli.run),
         Some(Command::Check(args)) => check(args),
+        Some(Command::Plugin(PluginCommand::Test(args))) => plugin_test(args),
     };
     match result {
         Ok(code) => code,
@@ -81,7 +137,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async {
-        let app = App::bind(config).await?.with_grace(args.grace);
+        let app = App::bind(config).await?.with_grace(args.grace).with_watch(!args.no_watch);
+        reload_on_sighup(app.reload_handle())?;
         match app.run(shutdown_signal()).await {
             Drained::Clean => Ok(ExitCode::SUCCESS),
             // Exit code 3: the grace period ended with connections still open.
@@ -105,6 +162,51 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn plugin_test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
+    use sluice::plugin::try_out::{self, Input};
+    use sluice::plugin::{ConnFacts, RouteRequest, TlsFacts};
+    let wasm = std::fs::read(&args.plugin).with_context(|| format!("reading {}", args.plugin.display()))?;
+    let input = match (&args.head, &args.head_file, &args.request) {
+        (Some(head), None, None) => {
+            Input::Head { bytes: try_out::unescape(head).map_err(anyhow::Error::msg)?, complete: args.complete }
+        }
+        (None, Some(file), None) => Input::Head {
+            bytes: std::fs::read(file).with_context(|| format!("reading {}", file.display()))?,
+            complete: args.complete,
+        },
+        (None, None, Some(line)) => {
+            let (method, path) = line.split_once(' ').unwrap_or((line.as_str(), "/"));
+            let mut headers = Vec::new();
+            for header in &args.headers {
+                let (name, value) = header
+                    .split_once(':')
+                    .with_context(|| format!("`{header}` is not a header (use \"name: value\")"))?;
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().as_bytes().to_vec()));
+            }
+            let authority =
+                headers.iter().find(|(n, _)| n == "host").map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+            Input::Request(RouteRequest {
+                method: method.to_string(),
+                path: path.trim().to_string(),
+                authority,
+                headers,
+            })
+        }
+        _ => anyhow::bail!("give one of --head, --head-file (sniff plugins) or --request (route plugins)"),
+    };
+    let conn = ConnFacts {
+        listener: sluice::names::ListenerName::new(args.listener.as_str()),
+        client_addr: args.client,
+        local_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 443)),
+        tls: args.sni.map(|name| TlsFacts { server_name: Some(name), alpn: None }),
+        hello: None,
+    };
+    let limits = sluice::config::PluginLimits { cpu_budget: args.cpu_budget, memory_limit: args.memory_limit };
+    let described = try_out::run(&wasm, &args.settings, limits, &conn, &input).map_err(anyhow::Error::msg)?;
+    print!("{described}");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -116,6 +218,25 @@ fn init_logging(format: LogFormat) {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Reload on every SIGHUP (installed before serving, so a SIGHUP never
+/// terminates the process).
+fn reload_on_sighup(reload: sluice::reload::ReloadHandle) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading");
+                reload.reload_now();
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = reload;
+    Ok(())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -27,6 +27,7 @@ pub fn testdata(name: &str) -> Vec<u8> {
 /// A running proxy; stopped (and drained) when `stop` is called.
 pub struct Proxy {
     app_addrs: Vec<(String, SocketAddr)>,
+    admin: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Drained>,
 }
@@ -42,16 +43,22 @@ impl Proxy {
         let config = Config::parse(config, &repo_root().join("test.toml")).unwrap_or_else(|e| panic!("{e}"));
         let app = App::bind(config).await.unwrap_or_else(|e| panic!("proxy failed to start: {e}"));
         let app_addrs = app.local_addrs().into_iter().map(|(name, addr)| (name.to_string(), addr)).collect();
+        let admin = app.admin_addr();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(app.with_grace(grace).run(async {
             let _ = stopped.await;
         }));
-        Proxy { app_addrs, stop: Some(stop), task }
+        Proxy { app_addrs, admin, stop: Some(stop), task }
     }
 
     /// The address of a listener by name.
     pub fn addr(&self, listener: &str) -> SocketAddr {
         self.app_addrs.iter().find(|(name, _)| name == listener).map(|(_, addr)| *addr).expect("listener exists")
+    }
+
+    /// The admin listener, when the config has `[admin]`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     pub async fn connect(&self, listener: &str) -> TcpStream {
