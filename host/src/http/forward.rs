@@ -218,6 +218,11 @@ async fn send(
     proxy_header: Option<Vec<u8>>,
 ) -> Result<(Response<Incoming>, String), SendError> {
     let pool = !upgrade && proxy_header.is_none();
+    // A pooled connection can die just as a request goes out on it (the
+    // server closed it, or was killed). A bodiless request of an idempotent
+    // method is then sent again on a new connection; anything else fails.
+    let replayable = (request.method().is_idempotent() && hyper::body::Body::is_end_stream(request.body()))
+        .then(|| (request.method().clone(), request.uri().clone(), request.headers().clone()));
     if let Some(preferred) = order.first().map(|server| server.addr.as_str())
         && pool
     {
@@ -227,10 +232,22 @@ async fn send(
                     backend.put_idle_http(preferred, sender);
                     return Ok((response, preferred.to_string()));
                 }
-                Err(mut e) => match e.take_message() {
+                Err(mut e) => match (e.take_message(), &replayable) {
                     // Not sent: the pooled connection was closing. Try another.
-                    Some(unsent) => request = unsent,
-                    None => return Err(SendError::Exchange { server: preferred.to_string(), error: e.into_error() }),
+                    (Some(unsent), _) => request = unsent,
+                    (None, Some((method, uri, headers))) => {
+                        tracing::debug!(server = preferred, error = %e.into_error(), "pooled connection failed; resending the idempotent request");
+                        let mut again =
+                            Request::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+                        *again.method_mut() = method.clone();
+                        *again.uri_mut() = uri.clone();
+                        *again.headers_mut() = headers.clone();
+                        request = again;
+                        break;
+                    }
+                    (None, None) => {
+                        return Err(SendError::Exchange { server: preferred.to_string(), error: e.into_error() });
+                    }
                 },
             }
         }
