@@ -41,6 +41,8 @@ pub struct AcceptLoop {
 
 impl AcceptLoop {
     pub async fn run(self) {
+        // The listener's gauge, looked up once rather than once per connection.
+        let active = metrics::gauge("sluice_connections_active", vec![("listener", self.name.to_string())]);
         loop {
             let accepted = tokio::select! {
                 () = self.draining.stop_accepting.cancelled() => return,
@@ -76,13 +78,11 @@ impl AcceptLoop {
             let spawner = Spawner { tasks: self.connections.clone(), close_all: close_all.clone() };
             let span = tracing::info_span!("conn", id = %ConnId::next(), listener = %self.name, client = %client_addr);
             let listener = self.name.clone();
+            let active_gauge = active.clone();
             self.connections.spawn(
                 async move {
                     let _permit = connection_permit;
-                    let _active = GaugeGuard::new(metrics::gauge(
-                        "sluice_connections_active",
-                        vec![("listener", listener.to_string())],
-                    ));
+                    let _active = GaugeGuard::new(active_gauge);
                     let started = Instant::now();
                     let report = tokio::select! {
                         report = connection::serve(stream, facts, &snapshot, &plan, &spawner, sniff_permit) => report,

@@ -76,7 +76,10 @@ pub async fn sniff<S>(
 where
     S: AsyncRead + Unpin,
 {
-    let _sniffing = GaugeGuard::new(metrics::gauge("sluice_connections_sniffing", Vec::new()));
+    // Looked up once per process, not once per connection.
+    static SNIFFING: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicI64>> = std::sync::OnceLock::new();
+    let _sniffing =
+        GaugeGuard::new(SNIFFING.get_or_init(|| metrics::gauge("sluice_connections_sniffing", Vec::new())).clone());
     let deadline = Instant::now() + limits.timeout;
     let mut head = initial;
     head.truncate(limits.max_bytes);
