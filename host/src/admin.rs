@@ -69,7 +69,7 @@ fn answer(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes>> {
 /// Server health and load are read live from the backends when scraped.
 fn update_backend_gauges(snapshot: &Snapshot) {
     for backend in snapshot.backends.iter() {
-        for server in backend.servers() {
+        for server in backend.servers().iter() {
             let labels = || vec![("backend", backend.name().to_string()), ("server", server.addr.clone())];
             metrics::gauge_set("sluice_backend_server_up", labels(), i64::from(server.is_up()));
             metrics::gauge_set("sluice_backend_server_active", labels(), server.active() as i64);
@@ -106,7 +106,16 @@ fn status(admin: &Admin) -> serde_json::Value {
             let servers: Vec<_> = backend
                 .servers()
                 .iter()
-                .map(|s| json!({ "addr": s.addr, "up": s.is_up(), "active": s.active() }))
+                .map(|s| {
+                    json!({
+                        "addr": s.addr,
+                        "entry": s.entry,
+                        "weight": s.weight,
+                        "max_connections": s.max_connections,
+                        "up": s.is_up(),
+                        "active": s.active(),
+                    })
+                })
                 .collect();
             json!({ "name": backend.name().as_str(), "servers": servers })
         })

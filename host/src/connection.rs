@@ -296,24 +296,44 @@ where
         let Some(backend) = snapshot.backends.get(&backend_name) else {
             return report.end(Outcome::Misrouted(format!("the plugin chose an unknown backend `{backend_name}`")));
         };
-        forward(client, sniffed.head, backend, facts, report).await;
+        forward(client, sniffed.head, (snapshot, plan, backend), facts, report).await;
         return Step::Done;
     }
 }
 
 /// Connect to the backend, replay the sniffed head, then relay both ways.
-async fn forward<C: IntoHalves>(client: C, head: Vec<u8>, backend: &Backend, facts: &ConnFacts, report: &mut Report) {
+/// When the backend has no server for it, the listener's fallback backend
+/// (if it names another one) gets the connection instead.
+async fn forward<C: IntoHalves>(
+    client: C,
+    head: Vec<u8>,
+    (snapshot, plan, backend): (&Snapshot, &ListenerPlan, &Arc<Backend>),
+    facts: &ConnFacts,
+    report: &mut Report,
+) {
+    let mut backend = backend;
     report.backend = Some(backend.name().clone());
     // Raw streams have no headers or cookies: the client address is the only key.
-    let affinity = match backend.config().hash_key {
+    let affinity = |backend: &Backend| match backend.config().hash_key {
         Some(HashKey::ClientIp) => Some(facts.client_addr.ip().to_string()),
         _ => None,
     };
-    let mut conn = match backend.connect(affinity.as_deref()).await {
+    let mut connected = backend.connect(affinity(backend).as_deref()).await;
+    if let Err(e) = &connected
+        && let Fallback::Backend(name) = &plan.config.fallback
+        && name != backend.name()
+        && let Some(fallback) = snapshot.backends.get(name)
+    {
+        tracing::warn!(error = %e, fallback = %name, "backend unavailable; applying the listener's fallback");
+        backend = fallback;
+        report.backend = Some(backend.name().clone());
+        connected = backend.connect(affinity(backend).as_deref()).await;
+    }
+    let mut conn = match connected {
         Ok(conn) => conn,
         Err(e) => return report.outcome = Outcome::BackendUnavailable(e),
     };
-    report.server = Some(conn.server.clone());
+    report.server = Some(conn.server.addr.clone());
     let mut preamble = Vec::new();
     if let Some(version) = backend.config().proxy_protocol {
         let addrs = ProxiedAddrs { client: facts.client_addr, server: facts.local_addr };

@@ -21,10 +21,10 @@ pub async fn run(backend: Weak<Backend>) {
         tokio::time::sleep(check.interval).await;
         let Some(live) = backend.upgrade() else { return };
         let mut checks = tokio::task::JoinSet::new();
-        for server in &live.servers {
+        for server in live.servers().iter() {
             let (check, server) = (check.clone(), server.clone());
             checks.spawn(async move {
-                let ok = probe(&server.addr, &check).await;
+                let ok = probe(&server, &check).await;
                 (server, ok)
             });
         }
@@ -57,12 +57,14 @@ pub fn record(backend: &Backend, server: &Server, ok: bool) {
     }
 }
 
-async fn probe(addr: &str, check: &HealthCheck) -> bool {
+async fn probe(server: &Server, check: &HealthCheck) -> bool {
     tokio::time::timeout(check.timeout, async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let mut stream = TcpStream::connect(server.socket).await.ok()?;
         let Some(path) = &check.http_path else { return Some(()) };
+        // The Host is the entry as configured: a name when the server came from one.
+        let host = &server.entry;
         let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: sluice-health\r\nConnection: close\r\n\r\n");
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sluice-health\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut head = [0u8; 12];
         stream.read_exact(&mut head).await.ok()?;

@@ -112,9 +112,22 @@ pub enum Fallback {
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
     pub name: BackendName,
-    /// `host:port` strings; names are resolved at each connect.
-    pub servers: Vec<String>,
+    /// The servers as configured; a name stands for every address it resolves to.
+    pub servers: Vec<ServerSpec>,
+    /// How often server names are resolved again.
+    pub resolve_interval: Duration,
     pub connect_timeout: Duration,
+    /// Further servers tried after a failed connect (and, with
+    /// `retry_idempotent`, after a failed idempotent request).
+    pub retries: u32,
+    /// Resend an idempotent request without a body to another server when
+    /// the one it was sent to failed before answering.
+    pub retry_idempotent: bool,
+    /// Requests and connections that may wait for a server under
+    /// `max-connections` to free up; beyond it they are refused.
+    pub queue: usize,
+    /// How long one may wait in that queue.
+    pub queue_timeout: Duration,
     /// A relayed connection (or upgraded WebSocket) with no bytes in either direction for this long is closed.
     pub idle_timeout: Duration,
     /// How long to wait for a backend's HTTP response head (then 504).
@@ -131,6 +144,18 @@ pub struct BackendConfig {
     pub health_check: Option<HealthCheck>,
     /// Send a PROXY protocol header on each new backend connection.
     pub proxy_protocol: Option<crate::proxy_protocol::Version>,
+}
+
+/// One `servers` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    /// `ip:port`, or `name:port` resolved to any number of addresses.
+    pub address: String,
+    /// Share of new traffic relative to the other servers (1 to 1000).
+    pub weight: u32,
+    /// Connections (raw relays, HTTP requests in flight, WebSocket tunnels)
+    /// open to each of its addresses at once; more wait in the backend's queue.
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

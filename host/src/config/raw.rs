@@ -4,7 +4,7 @@ use super::units::{parse_duration, parse_size};
 use super::{
     AdminConfig, BackendConfig, Balance, CertificateConfig, Config, DemoKind, DemoServer, FORWARDED_HEADER_NAMES,
     Fallback, ForwardedHeaders, GlobalLimits, HashKey, HealthCheck, ListenerConfig, MAX_INSPECT_BYTES,
-    MAX_PLUGIN_MEMORY, PluginConfig, PluginLimits, PluginSource, Problem, StickyCookie,
+    MAX_PLUGIN_MEMORY, PluginConfig, PluginLimits, PluginSource, Problem, ServerSpec, StickyCookie,
 };
 use crate::builtin;
 use crate::names::{BackendName, ListenerName, PluginName};
@@ -84,7 +84,15 @@ enum RawFallback {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawBackend {
-    servers: Vec<String>,
+    /// `"host:port"` or `{ address = "host:port", weight = 2, max-connections = 100 }`.
+    servers: Vec<toml::Value>,
+    resolve_interval: Option<String>,
+    max_connections: Option<u64>,
+    queue: Option<u64>,
+    queue_timeout: Option<String>,
+    retries: Option<u64>,
+    #[serde(default)]
+    retry_idempotent: bool,
     connect_timeout: Option<String>,
     idle_timeout: Option<String>,
     response_timeout: Option<String>,
@@ -180,6 +188,11 @@ impl SizeValue {
 const DEFAULT_INSPECT_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_MAX_INSPECT_BYTES: u64 = 8 << 10;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+const DEFAULT_RETRIES: u64 = 3;
+const DEFAULT_QUEUE: u64 = 1000;
+const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_WEIGHT: u64 = 1000;
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -339,103 +352,8 @@ impl RawConfig {
 
         let mut backends = BTreeMap::new();
         for (name, raw) in &self.backends {
-            let at = |key: &str| format!("backends.{name}.{key}");
-            if raw.servers.is_empty() {
-                problems.add(at("servers"), "a backend needs at least one server");
-            }
-            for (j, server) in raw.servers.iter().enumerate() {
-                problems.check(&format!("backends.{name}.servers[{j}]"), check_server(server));
-            }
-            let connect_timeout = match &raw.connect_timeout {
-                Some(text) => problems.check(&at("connect-timeout"), positive_duration(text)),
-                None => Some(DEFAULT_CONNECT_TIMEOUT),
-            };
-            let idle_timeout = match &raw.idle_timeout {
-                Some(text) => problems.check(&at("idle-timeout"), positive_duration(text)),
-                None => Some(DEFAULT_IDLE_TIMEOUT),
-            };
-            let response_timeout = match &raw.response_timeout {
-                Some(text) => problems.check(&at("response-timeout"), positive_duration(text)),
-                None => Some(DEFAULT_RESPONSE_TIMEOUT),
-            };
-            let forwarded = match &raw.forwarded_headers {
-                Some(names) => problems.check(&at("forwarded-headers"), forwarded_headers(names)),
-                None => Some(ForwardedHeaders::default()),
-            };
-            let balance = match raw.balance.as_deref() {
-                None | Some("round-robin") => Some(Balance::RoundRobin),
-                Some("least-connections") => Some(Balance::LeastConnections),
-                Some(other) => {
-                    problems.add(at("balance"), format!("`{other}` is not a balance (round-robin, least-connections)"));
-                    None
-                }
-            };
-            let hash_key = match &raw.hash_key {
-                None => Some(None),
-                Some(RawHashKey::Word(word)) if word == "client-ip" => Some(Some(HashKey::ClientIp)),
-                Some(RawHashKey::Source { header: Some(h), cookie: None }) => {
-                    Some(Some(HashKey::Header(h.to_ascii_lowercase())))
-                }
-                Some(RawHashKey::Source { header: None, cookie: Some(c) }) => Some(Some(HashKey::Cookie(c.clone()))),
-                Some(_) => {
-                    problems.add(at("hash-key"), "use \"client-ip\", { header = \"name\" } or { cookie = \"name\" }");
-                    None
-                }
-            };
-            let sticky_cookie = match &raw.sticky_cookie {
-                None => Some(None),
-                Some(cookie) => problems.check(&at("sticky-cookie"), sticky_cookie(cookie)).map(Some),
-            };
-            let health_check = match &raw.health_check {
-                None => Some(None),
-                Some(check) => problems.check(&at("health-check"), health_check(check)).map(Some),
-            };
-            let proxy_protocol = match raw.proxy_protocol.as_deref() {
-                None => Some(None),
-                Some("v1") => Some(Some(crate::proxy_protocol::Version::V1)),
-                Some("v2") => Some(Some(crate::proxy_protocol::Version::V2)),
-                Some(other) => {
-                    problems.add(at("proxy-protocol"), format!("`{other}` is not a PROXY protocol version (v1, v2)"));
-                    None
-                }
-            };
-            if let (
-                Some(connect_timeout),
-                Some(idle_timeout),
-                Some(response_timeout),
-                Some(forwarded),
-                Some(balance),
-                Some(hash_key),
-                Some(sticky_cookie),
-                Some(health_check),
-                Some(proxy_protocol),
-            ) = (
-                connect_timeout,
-                idle_timeout,
-                response_timeout,
-                forwarded,
-                balance,
-                hash_key,
-                sticky_cookie,
-                health_check,
-                proxy_protocol,
-            ) {
-                let name = BackendName::new(name.as_str());
-                let servers = raw.servers.clone();
-                let backend = BackendConfig {
-                    name: name.clone(),
-                    servers,
-                    connect_timeout,
-                    idle_timeout,
-                    response_timeout,
-                    forwarded,
-                    balance,
-                    hash_key,
-                    sticky_cookie,
-                    health_check,
-                    proxy_protocol,
-                };
-                backends.insert(name, backend);
+            if let Some(backend) = raw.validate(name, &mut problems) {
+                backends.insert(backend.name.clone(), backend);
             }
         }
 
@@ -526,6 +444,135 @@ impl RawConfig {
             return Err(problems.0);
         }
         Ok(Config { source: path.to_path_buf(), listeners, backends, plugins, demo_servers, admin, limits })
+    }
+}
+
+impl RawBackend {
+    /// The backend, or nothing when a field is wrong (each problem recorded).
+    fn validate(&self, name: &str, problems: &mut Problems) -> Option<BackendConfig> {
+        let at = |key: &str| format!("backends.{name}.{key}");
+        let duration_or = |problems: &mut Problems, key: &str, text: &Option<String>, default: Duration| match text {
+            Some(text) => problems.check(&at(key), positive_duration(text)),
+            None => Some(default),
+        };
+        let max_connections = match self.max_connections {
+            Some(n) => problems.check(&at("max-connections"), in_range(n, 1, u32::MAX.into())).map(Some),
+            None => Some(None),
+        };
+        if self.servers.is_empty() {
+            problems.add(at("servers"), "a backend needs at least one server");
+        }
+        let servers: Vec<Option<ServerSpec>> = self
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(j, entry)| {
+                problems.check(&format!("backends.{name}.servers[{j}]"), server_spec(entry, max_connections.flatten()))
+            })
+            .collect();
+        let resolve_interval =
+            duration_or(problems, "resolve-interval", &self.resolve_interval, DEFAULT_RESOLVE_INTERVAL);
+        let connect_timeout = duration_or(problems, "connect-timeout", &self.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        let idle_timeout = duration_or(problems, "idle-timeout", &self.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        let response_timeout =
+            duration_or(problems, "response-timeout", &self.response_timeout, DEFAULT_RESPONSE_TIMEOUT);
+        let queue_timeout = duration_or(problems, "queue-timeout", &self.queue_timeout, DEFAULT_QUEUE_TIMEOUT);
+        let retries = problems.check(&at("retries"), in_range(self.retries.unwrap_or(DEFAULT_RETRIES), 0, 100));
+        let queue = problems.check(&at("queue"), in_range(self.queue.unwrap_or(DEFAULT_QUEUE), 0, 1_000_000));
+        let forwarded = match &self.forwarded_headers {
+            Some(names) => problems.check(&at("forwarded-headers"), forwarded_headers(names)),
+            None => Some(ForwardedHeaders::default()),
+        };
+        let balance = match self.balance.as_deref() {
+            None | Some("round-robin") => Some(Balance::RoundRobin),
+            Some("least-connections") => Some(Balance::LeastConnections),
+            Some(other) => {
+                problems.add(at("balance"), format!("`{other}` is not a balance (round-robin, least-connections)"));
+                None
+            }
+        };
+        let hash_key = match &self.hash_key {
+            None => Some(None),
+            Some(RawHashKey::Word(word)) if word == "client-ip" => Some(Some(HashKey::ClientIp)),
+            Some(RawHashKey::Source { header: Some(h), cookie: None }) => {
+                Some(Some(HashKey::Header(h.to_ascii_lowercase())))
+            }
+            Some(RawHashKey::Source { header: None, cookie: Some(c) }) => Some(Some(HashKey::Cookie(c.clone()))),
+            Some(_) => {
+                problems.add(at("hash-key"), "use \"client-ip\", { header = \"name\" } or { cookie = \"name\" }");
+                None
+            }
+        };
+        let sticky_cookie = match &self.sticky_cookie {
+            None => Some(None),
+            Some(cookie) => problems.check(&at("sticky-cookie"), sticky_cookie(cookie)).map(Some),
+        };
+        let health_check = match &self.health_check {
+            None => Some(None),
+            Some(check) => problems.check(&at("health-check"), health_check(check)).map(Some),
+        };
+        let proxy_protocol = match self.proxy_protocol.as_deref() {
+            None => Some(None),
+            Some("v1") => Some(Some(crate::proxy_protocol::Version::V1)),
+            Some("v2") => Some(Some(crate::proxy_protocol::Version::V2)),
+            Some(other) => {
+                problems.add(at("proxy-protocol"), format!("`{other}` is not a PROXY protocol version (v1, v2)"));
+                None
+            }
+        };
+        // Every field has been checked (and its problem recorded) above; only now give up on the first gap.
+        Some(BackendConfig {
+            name: BackendName::new(name),
+            servers: servers.into_iter().collect::<Option<_>>()?,
+            resolve_interval: resolve_interval?,
+            connect_timeout: connect_timeout?,
+            retries: retries? as u32,
+            retry_idempotent: self.retry_idempotent,
+            queue: queue? as usize,
+            queue_timeout: queue_timeout?,
+            idle_timeout: idle_timeout?,
+            response_timeout: response_timeout?,
+            forwarded: forwarded?,
+            balance: balance?,
+            hash_key: hash_key?,
+            sticky_cookie: sticky_cookie?,
+            health_check: health_check?,
+            proxy_protocol: proxy_protocol?,
+        })
+    }
+}
+
+/// One `servers` entry: `"host:port"` or a table with `address`, `weight`, `max-connections`.
+fn server_spec(entry: &toml::Value, default_max_connections: Option<u64>) -> Result<ServerSpec, String> {
+    const USAGE: &str = "use \"host:port\" or { address = \"host:port\", weight = 1, max-connections = 100 }";
+    let spec = |address: &str, weight: u64, max_connections: Option<u64>| {
+        check_server(address)?;
+        Ok(ServerSpec {
+            address: address.to_string(),
+            weight: in_range(weight, 1, MAX_WEIGHT).map_err(|e| format!("weight {e}"))? as u32,
+            max_connections: max_connections
+                .map(|n| in_range(n, 1, u32::MAX.into()).map_err(|e| format!("max-connections {e}")))
+                .transpose()?
+                .map(|n| n as usize),
+        })
+    };
+    match entry {
+        toml::Value::String(address) => spec(address, 1, default_max_connections),
+        toml::Value::Table(table) => {
+            if let Some(unknown) =
+                table.keys().find(|key| !["address", "weight", "max-connections"].contains(&key.as_str()))
+            {
+                return Err(format!("unknown key `{unknown}`; {USAGE}"));
+            }
+            let address = table.get("address").and_then(toml::Value::as_str).ok_or(format!("no `address`; {USAGE}"))?;
+            let number = |key: &str| match table.get(key) {
+                None => Ok(None),
+                Some(toml::Value::Integer(n)) if *n >= 0 => Ok(Some(*n as u64)),
+                Some(other) => Err(format!("{key} must be a positive integer, not {other}")),
+            };
+            spec(address, number("weight")?.unwrap_or(1), number("max-connections")?.or(default_max_connections))
+        }
+        other => Err(format!("{other} is not a server; {USAGE}")),
     }
 }
 

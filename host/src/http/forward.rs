@@ -1,11 +1,15 @@
 //! Forward one request to a backend and stream the response back.
 //!
-//! The request reuses an idle HTTP/1.1 connection to the chosen server when
-//! one is ready (a pooled connection that turns out closed hands the request
-//! back untouched, and the next one is tried); otherwise a new connection is
-//! made, trying the servers in order. Nothing is retried once request bytes
-//! reached a server. A WebSocket upgrade answered with `101` becomes a byte
-//! tunnel with the backend's idle timeout.
+//! The request takes a place on the chosen server (waiting in the backend's
+//! queue if every server is at `max-connections`), then reuses an idle
+//! HTTP/1.1 connection to it when one is ready (a pooled connection that
+//! turns out closed hands the request back untouched, and the next one is
+//! tried); otherwise a new connection is made, trying the servers in order.
+//! Once request bytes reached a server, only a bodiless idempotent request is
+//! sent again, and only to a server that never answered: on a new connection
+//! when a pooled one died under it, or to another server when the backend
+//! sets `retry-idempotent`. A WebSocket upgrade answered with `101` becomes a
+//! byte tunnel with the backend's idle timeout.
 
 use super::headers::{self, add_forwarded, apply_edits, remove_hop_by_hop};
 use super::{HttpStage, ProxyBody, RequestLog, error_response};
@@ -97,9 +101,9 @@ pub(super) async fn forward(
 
     let timeout = config.response_timeout;
     let exchange = send(backend, &order, request, websocket, proxy_header);
-    let (mut response, server) = match tokio::time::timeout(timeout, exchange).await {
+    let Answered { mut response, server, guard } = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(answered)) => answered,
-        Ok(Err(SendError::Connect(e @ BackendError::AllDown { .. }))) => {
+        Ok(Err(SendError::Connect(e))) if e.is_unavailable() => {
             log.detail = Some(e.to_string());
             return error_response(StatusCode::SERVICE_UNAVAILABLE, "no server is available");
         }
@@ -113,11 +117,10 @@ pub(super) async fn forward(
         }
     };
     if let Some(sticky) = &config.sticky_cookie
-        && let Some(chosen) = backend.servers().iter().find(|s| s.addr == server)
-        && pinned.as_deref() != Some(chosen.cookie_id.as_str())
+        && pinned.as_deref() != Some(server.cookie_id.as_str())
     {
         // First visit, or the pinned server is gone: pin the client to this one.
-        let mut cookie = format!("{}={}; Path={}", sticky.name, chosen.cookie_id, sticky.path);
+        let mut cookie = format!("{}={}; Path={}", sticky.name, server.cookie_id, sticky.path);
         if sticky.http_only {
             cookie.push_str("; HttpOnly");
         }
@@ -132,9 +135,7 @@ pub(super) async fn forward(
             response.headers_mut().append(header::SET_COOKIE, value);
         }
     }
-    // Least-connections counts a request as active until its response body is done.
-    let guard = backend.guard(&server);
-    log.server = Some(server);
+    log.server = Some(server.addr.clone());
 
     if let Some(client_upgrade) = client_upgrade
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -143,6 +144,8 @@ pub(super) async fn forward(
         let idle = backend.idle_timeout();
         let close_all = stage.close_all.clone();
         let tunnel = async move {
+            // The tunnel counts as a connection on its server while it is open.
+            let _guard = guard;
             let (client, backend) = match tokio::join!(client_upgrade, backend_upgrade) {
                 (Ok(client), Ok(backend)) => (client, backend),
                 (client, backend) => {
@@ -167,13 +170,14 @@ pub(super) async fn forward(
         return response.map(|body| body.boxed());
     }
     remove_hop_by_hop(response.headers_mut());
+    // The request counts as active on its server until its response body is done.
     response.map(|body| GuardedBody { body, _guard: guard }.boxed())
 }
 
 /// A response body that keeps its server counted as active until it ends.
 struct GuardedBody {
     body: Incoming,
-    _guard: Option<ActiveGuard>,
+    _guard: ActiveGuard,
 }
 
 impl hyper::body::Body for GuardedBody {
@@ -208,66 +212,131 @@ fn cookie_value(headers: &http::HeaderMap, name: &str) -> Option<String> {
         .map(|(_, value)| value.to_string())
 }
 
-/// Send on a pooled connection to the preferred server, or on a new one.
-/// With a PROXY header, connections carry one client's address and are never pooled.
+/// A response, the server that sent it, and its place on that server.
+struct Answered {
+    response: Response<Incoming>,
+    server: Arc<Server>,
+    guard: ActiveGuard,
+}
+
+/// Send to the servers of `order` in turn: on an idle pooled connection to
+/// the server when one is ready, else on a new connection. With a PROXY
+/// header, connections carry one client's address and are never pooled.
 async fn send(
     backend: &Backend,
     order: &[Arc<Server>],
-    mut request: Request<ProxyBody>,
+    request: Request<ProxyBody>,
     upgrade: bool,
     proxy_header: Option<Vec<u8>>,
-) -> Result<(Response<Incoming>, String), SendError> {
+) -> Result<Answered, SendError> {
+    let config = backend.config();
     let pool = !upgrade && proxy_header.is_none();
-    // A pooled connection can die just as a request goes out on it (the
-    // server closed it, or was killed). A bodiless request of an idempotent
-    // method is then sent again on a new connection; anything else fails.
-    let replayable = (request.method().is_idempotent() && hyper::body::Body::is_end_stream(request.body()))
-        .then(|| (request.method().clone(), request.uri().clone(), request.headers().clone()));
-    if let Some(preferred) = order.first().map(|server| server.addr.as_str())
-        && pool
-    {
-        while let Some(mut sender) = backend.take_idle_http(preferred) {
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    backend.put_idle_http(preferred, sender);
-                    return Ok((response, preferred.to_string()));
+    // A request with no body and an idempotent method can be sent again.
+    let replay = Replay::of(&request);
+    let mut request = Some(request);
+    let mut candidates = order.to_vec();
+    // Servers tried and why they failed, for the error and the retry budget.
+    let mut failures: Vec<String> = Vec::new();
+    loop {
+        let (at, guard) = backend.reserve(&candidates).await.map_err(|e| backend.unreachable_or(e, &failures))?;
+        let server = candidates.remove(at);
+        let mut outgoing = request.take().expect("a request to send");
+        if pool {
+            while let Some(mut sender) = backend.take_idle_http(&server.addr) {
+                match sender.try_send_request(outgoing).await {
+                    Ok(response) => {
+                        backend.put_idle_http(&server.addr, sender);
+                        return Ok(Answered { response, server, guard });
+                    }
+                    Err(mut e) => match (e.take_message(), &replay) {
+                        // Not sent: the pooled connection was closing. Try another.
+                        (Some(unsent), _) => outgoing = unsent,
+                        // Sent on a connection that died under it (the server closed
+                        // it, or was killed): a replayable request goes again on a
+                        // new connection. Always on: the server never answered.
+                        (None, Some(replay)) => {
+                            tracing::debug!(server = %server.addr, error = %e.into_error(), "pooled connection failed; resending the request");
+                            outgoing = replay.request();
+                            break;
+                        }
+                        (None, None) => {
+                            return Err(SendError::Exchange { server: server.addr.clone(), error: e.into_error() });
+                        }
+                    },
                 }
-                Err(mut e) => match (e.take_message(), &replayable) {
-                    // Not sent: the pooled connection was closing. Try another.
-                    (Some(unsent), _) => request = unsent,
-                    (None, Some((method, uri, headers))) => {
-                        tracing::debug!(server = preferred, error = %e.into_error(), "pooled connection failed; resending the idempotent request");
-                        let mut again =
-                            Request::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
-                        *again.method_mut() = method.clone();
-                        *again.uri_mut() = uri.clone();
-                        *again.headers_mut() = headers.clone();
-                        request = again;
-                        break;
+            }
+        }
+        let mut stream = match backend.connect_to(&server).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                failures.push(format!("{}: {e}", server.addr));
+                if failures.len() > config.retries as usize {
+                    return Err(backend.unreachable(failures).into());
+                }
+                request = Some(outgoing);
+                continue;
+            }
+        };
+        if let Some(header) = &proxy_header {
+            stream.write_all(header).await.map_err(|error| SendError::Proxy { server: server.addr.clone(), error })?;
+        }
+        let exchange_error = |error| SendError::Exchange { server: server.addr.clone(), error };
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(exchange_error)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "backend connection ended");
+            }
+        });
+        match sender.try_send_request(outgoing).await {
+            Ok(response) => {
+                if pool {
+                    backend.put_idle_http(&server.addr, sender);
+                }
+                return Ok(Answered { response, server, guard });
+            }
+            Err(mut e) => {
+                // Unsent requests can always go elsewhere; sent ones only when
+                // the backend opted in and the request is replayable.
+                let again = e
+                    .take_message()
+                    .or_else(|| replay.as_ref().filter(|_| config.retry_idempotent).map(Replay::request));
+                let error = e.into_error();
+                match again {
+                    Some(again) if failures.len() < config.retries as usize && !candidates.is_empty() => {
+                        tracing::warn!(server = %server.addr, %error, "request failed before an answer; retrying on another server");
+                        failures.push(format!("{}: {error}", server.addr));
+                        request = Some(again);
                     }
-                    (None, None) => {
-                        return Err(SendError::Exchange { server: preferred.to_string(), error: e.into_error() });
-                    }
-                },
+                    _ => return Err(SendError::Exchange { server: server.addr.clone(), error }),
+                }
             }
         }
     }
-    let mut conn = backend.connect_in_order(order).await?;
-    let server = conn.server;
-    if let Some(header) = proxy_header {
-        conn.stream.write_all(&header).await.map_err(|error| SendError::Proxy { server: server.clone(), error })?;
+}
+
+/// What it takes to send a bodiless idempotent request again.
+struct Replay {
+    method: http::Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+}
+
+impl Replay {
+    fn of(request: &Request<ProxyBody>) -> Option<Self> {
+        let replayable = request.method().is_idempotent() && hyper::body::Body::is_end_stream(request.body());
+        replayable.then(|| Replay {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            headers: request.headers().clone(),
+        })
     }
-    let exchange_error = |error| SendError::Exchange { server: server.clone(), error };
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(conn.stream)).await.map_err(exchange_error)?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.with_upgrades().await {
-            tracing::debug!(error = %e, "backend connection ended");
-        }
-    });
-    let response = sender.send_request(request).await.map_err(exchange_error)?;
-    if pool {
-        backend.put_idle_http(&server, sender);
+
+    fn request(&self) -> Request<ProxyBody> {
+        let mut again = Request::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+        *again.method_mut() = self.method.clone();
+        *again.uri_mut() = self.uri.clone();
+        *again.headers_mut() = self.headers.clone();
+        again
     }
-    Ok((response, server))
 }
