@@ -6,7 +6,7 @@ mod common;
 
 use common::http_backend::{HttpBackend, field, http_backend, http_backend_at};
 use common::*;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
@@ -47,18 +47,27 @@ default-backend = "pool"
 
 /// One request on a new connection: status, body, Set-Cookie.
 async fn request(addr: SocketAddr, headers: &[(&str, &str)]) -> (StatusCode, String, Option<String>) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(connection);
     let mut builder = Request::get("/").header("host", "pool.test");
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let response =
-        tokio::time::timeout(Duration::from_secs(10), sender.send_request(builder.body(Body::new()).unwrap()))
-            .await
-            .expect("no client hangs")
-            .unwrap();
+    send(addr, builder.body(Full::default()).unwrap()).await
+}
+
+/// A request of any method and path, with an optional body.
+async fn request_to(addr: SocketAddr, method: &str, path: &str, body: &str) -> (StatusCode, String, Option<String>) {
+    let request = Request::builder().method(method).uri(path).header("host", "pool.test");
+    send(addr, request.body(Full::new(bytes::Bytes::from(body.to_string()))).unwrap()).await
+}
+
+async fn send(addr: SocketAddr, request: Request<Full<bytes::Bytes>>) -> (StatusCode, String, Option<String>) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+        .await
+        .expect("no client hangs")
+        .unwrap();
     let status = response.status();
     let cookie = response.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_string());
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -331,4 +340,178 @@ async fn proxy_protocol_accepted_from_trusted_networks_only() {
     let mut client = proxy.connect("main").await;
     client.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await.unwrap();
     assert!(closed_without_data(&mut client).await);
+}
+
+#[tokio::test]
+async fn weights_shape_round_robin() {
+    let servers = three().await;
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\nsniff = \"sniff\"\nroute = \"path\"\n\
+         [backends.pool]\nservers = [{{ address = \"{}\", weight = 3 }}, \"{}\", {{ address = \"{}\" }}]\n\
+         [plugins.sniff]\nbuiltin = \"sniff\"\n[plugins.path]\nbuiltin = \"path\"\n\
+         [plugins.path.settings]\ndefault-backend = \"pool\"\n",
+        servers[0].addr, servers[1].addr, servers[2].addr
+    ))
+    .await;
+    for _ in 0..50 {
+        assert_eq!(request(proxy.addr("main"), &[]).await.0, StatusCode::OK);
+    }
+    let counts: Vec<u64> = servers.iter().map(HttpBackend::requests).collect();
+    assert_eq!(counts, [30, 10, 10], "weight 3 takes three of every five requests");
+}
+
+#[tokio::test]
+async fn max_connections_queues_requests_and_refuses_beyond_the_queue() {
+    let server = http_backend("only").await;
+    let limits = "max-connections = 1\nqueue = 1\nqueue-timeout = \"1s\"";
+    let proxy = pool_proxy(&[&server], limits).await;
+    let addr = proxy.addr("main");
+    // A takes the server's only slot for 600 ms; B waits in the queue for it.
+    let a = tokio::spawn(async move { request_to(addr, "GET", "/delay/600", "").await });
+    wait_for_requests(&server, 1).await;
+    let b = tokio::spawn(async move { request_to(addr, "GET", "/b", "").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // C finds the slot taken and the queue full: refused at once, 503.
+    let (status, body, _) = request_to(addr, "GET", "/c", "").await;
+    assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "sluice: no server is available\n"));
+    assert_eq!(server.requests(), 1, "B is still queued, C never reached the server");
+    assert_eq!(a.await.unwrap().0, StatusCode::OK);
+    let (status, body, _) = b.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "B got the slot when A finished");
+    assert_eq!(field(&body, "path"), Some("/b"));
+
+    // D holds the slot for longer than the queue timeout: E gives up after 1 s.
+    let d = tokio::spawn(async move { request_to(addr, "GET", "/delay/3000", "").await });
+    wait_for_requests(&server, 3).await;
+    let waited = std::time::Instant::now();
+    assert_eq!(request_to(addr, "GET", "/e", "").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(waited.elapsed() >= Duration::from_millis(900), "E waited in the queue first");
+    assert_eq!(d.await.unwrap().0, StatusCode::OK);
+    assert_eq!(server.requests(), 3, "E never reached the server");
+}
+
+async fn wait_for_requests(server: &HttpBackend, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.requests() < n {
+        assert!(tokio::time::Instant::now() < deadline, "request {n} never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A server that reads a request and hangs up without answering, as a
+/// crashing process would. Counts the connections it took.
+async fn hang_up_backend() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = taken.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, taken)
+}
+
+async fn hang_up_proxy(hang_up: SocketAddr, good: SocketAddr, retry: bool) -> Proxy {
+    Proxy::start(&format!(
+        "[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\nsniff = \"sniff\"\nroute = \"path\"\n\
+         [backends.pool]\nservers = [\"{hang_up}\", \"{good}\"]\nretry-idempotent = {retry}\n\
+         [plugins.sniff]\nbuiltin = \"sniff\"\n[plugins.path]\nbuiltin = \"path\"\n\
+         [plugins.path.settings]\ndefault-backend = \"pool\"\n"
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn idempotent_requests_are_retried_on_another_server_only_when_configured() {
+    let good = http_backend("good").await;
+    let (hang_up, taken) = hang_up_backend().await;
+
+    // Not configured: a request the server took and never answered is a 502.
+    let strict = hang_up_proxy(hang_up, good.addr, false).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(request_to(strict.addr("main"), "GET", "/", "").await.0.as_u16());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 502, 502], "round-robin over a good and a hanging-up server");
+
+    // Configured: GETs always succeed, the hang-up is retried on the good server.
+    let retrying = hang_up_proxy(hang_up, good.addr, true).await;
+    let before = taken.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..6 {
+        let (status, body, _) = request_to(retrying.addr("main"), "GET", "/", "").await;
+        assert_eq!((status, backend_of(&body)), (StatusCode::OK, "good".to_string()));
+    }
+    assert_eq!(taken.load(std::sync::atomic::Ordering::Relaxed) - before, 3, "half went to the hang-up first");
+    // A POST is never sent twice: the one that reaches the hang-up server fails.
+    let mut posts = Vec::new();
+    for _ in 0..2 {
+        posts.push(request_to(retrying.addr("main"), "POST", "/", "pay once").await.0.as_u16());
+    }
+    posts.sort();
+    assert_eq!(posts, [200, 502]);
+}
+
+#[tokio::test]
+async fn a_raw_connection_goes_to_the_listener_fallback_when_its_backend_has_no_server() {
+    let spare = tagged_echo("spare").await;
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap(); // nothing listens now
+    let proxy = Proxy::start(&format!(
+        "[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\nsniff = \"sniff\"\ndefault-backend = \"gone\"\n\
+         fallback = {{ backend = \"spare\" }}\n\
+         [backends.gone]\nservers = [\"{closed}\"]\n[backends.spare]\nservers = [\"{spare}\"]\n\
+         [plugins.sniff]\nbuiltin = \"sniff\"\n"
+    ))
+    .await;
+    let mut client = proxy.connect("main").await;
+    client.write_all(b"SSH-2.0-x\r\n").await.unwrap();
+    let got = read_exactly(&mut client, b"spare\nSSH-2.0-x\r\n".len()).await;
+    assert_eq!(String::from_utf8_lossy(&got), "spare\nSSH-2.0-x\r\n", "the fallback got every byte");
+}
+
+#[tokio::test]
+async fn a_server_name_stands_for_every_address_it_resolves_to() {
+    let server = http_backend("named").await;
+    let proxy = Proxy::start(&format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\
+         [[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\nsniff = \"sniff\"\nroute = \"path\"\n\
+         [backends.pool]\nservers = [\"localhost:{}\"]\nresolve-interval = \"100ms\"\n\
+         [plugins.sniff]\nbuiltin = \"sniff\"\n[plugins.path]\nbuiltin = \"path\"\n\
+         [plugins.path.settings]\ndefault-backend = \"pool\"\n",
+        server.addr.port()
+    ))
+    .await;
+    for _ in 0..6 {
+        // localhost may also resolve to ::1, where nothing listens: that connect fails over.
+        let (status, body, _) = request(proxy.addr("main"), &[]).await;
+        assert_eq!((status, backend_of(&body)), (StatusCode::OK, "named".to_string()));
+    }
+    // Re-resolution every 100 ms keeps the same servers (and their state).
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let status = http_get(proxy.admin_addr().unwrap(), "/status").await;
+    let entry = format!("\"entry\": \"localhost:{}\"", server.addr.port());
+    let addr = format!("\"addr\": \"{}\"", server.addr);
+    assert!(status.contains(&entry) && status.contains(&addr), "{status}");
+    assert_eq!(request(proxy.addr("main"), &[]).await.0, StatusCode::OK);
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    String::from_utf8(read_to_end(&mut stream).await).unwrap()
 }

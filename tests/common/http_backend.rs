@@ -5,6 +5,7 @@
 //! - `/download/N` streams N bytes of a pattern;
 //! - `/upload` reads the body and answers with its length and SHA-256;
 //! - `/never` never answers;
+//! - `/delay/MS` answers after MS milliseconds;
 //! - an `Upgrade: websocket` request becomes a WebSocket echo server.
 
 use bytes::Bytes;
@@ -97,6 +98,9 @@ async fn answer(name: &'static str, mut request: Request<Incoming>) -> Result<Re
     }
     if path == "/never" {
         std::future::pending::<()>().await;
+    }
+    if let Some(ms) = path.strip_prefix("/delay/") {
+        tokio::time::sleep(std::time::Duration::from_millis(ms.parse().unwrap())).await;
     }
     let mut text = format!("backend: {name}\nmethod: {}\npath: {}\n", request.method(), request.uri());
     for (header, value) in request.headers() {

@@ -73,8 +73,8 @@ impl Backend {
 }
 
 /// Weighted rendezvous score: `weight / -ln(u)` with `u` in (0, 1) from a
-/// hash of the key and the server's address. Stable across processes and
-/// versions (SHA-256); with equal weights the order is the hash order.
+/// hash of the key and the server's address. The same in every process
+/// (SHA-256); with equal weights the order is the hash order.
 fn rendezvous_score(key: &str, server: &Server) -> f64 {
     let digest =
         Sha256::new().chain_update(key.as_bytes()).chain_update([0]).chain_update(server.addr.as_bytes()).finalize();
@@ -84,7 +84,7 @@ fn rendezvous_score(key: &str, server: &Server) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::config::{BackendConfig, ServerSpec};
     use crate::names::BackendName;
@@ -92,6 +92,11 @@ mod tests {
     use std::time::Duration;
 
     fn backend(balance: Balance, weights: &[u32]) -> Backend {
+        Backend::new(BackendConfig { balance, ..config(weights) })
+    }
+
+    /// A backend config with one server per weight, on 127.0.0.1:9001 and up.
+    pub fn config(weights: &[u32]) -> BackendConfig {
         let servers = weights
             .iter()
             .enumerate()
@@ -101,7 +106,7 @@ mod tests {
                 max_connections: None,
             })
             .collect();
-        Backend::new(BackendConfig {
+        BackendConfig {
             name: BackendName::new("test"),
             servers,
             resolve_interval: Duration::from_secs(30),
@@ -113,12 +118,12 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             response_timeout: Duration::from_secs(60),
             forwarded: Default::default(),
-            balance,
+            balance: Balance::RoundRobin,
             hash_key: None,
             sticky_cookie: None,
             health_check: None,
             proxy_protocol: None,
-        })
+        }
     }
 
     fn first_picks(

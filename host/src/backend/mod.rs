@@ -409,3 +409,25 @@ async fn connect_one(server: SocketAddr, timeout: Duration) -> io::Result<TcpStr
     stream.set_nodelay(true)?;
     Ok(stream)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_resolution_keeps_the_servers_that_stay() {
+        let spec = ServerSpec { address: "127.0.0.1:9001".into(), weight: 1, max_connections: Some(1) };
+        let backend = Backend::new(BackendConfig { servers: vec![spec], ..balance::tests::config(&[]) });
+        let first = backend.servers()[0].clone();
+        let _busy = first.try_take_slot().expect("room for one");
+        assert!(first.try_take_slot().is_none(), "max-connections = 1");
+        let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:9001".parse().unwrap(), "127.0.0.2:9001".parse().unwrap());
+        backend.set_resolved(&[vec![a, b]]);
+        let servers = backend.servers();
+        assert_eq!(servers.len(), 2);
+        assert!(Arc::ptr_eq(&servers[0], &first), "same address, same server: its load is kept");
+        assert_eq!(servers[1].active(), 0);
+        backend.set_resolved(&[vec![b]]);
+        assert_eq!(backend.servers().iter().map(|s| s.addr.as_str()).collect::<Vec<_>>(), ["127.0.0.2:9001"]);
+    }
+}

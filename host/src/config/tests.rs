@@ -101,3 +101,40 @@ fn fallback_to_a_backend() {
     let config = parse(&text).unwrap();
     assert_eq!(config.listeners[0].fallback, Fallback::Backend(BackendName::new("echo")));
 }
+
+#[test]
+fn server_entries_take_weights_and_limits() {
+    let text = MINIMAL.replace(
+        r#"servers = ["127.0.0.1:9000"]"#,
+        r#"servers = ["127.0.0.1:9000", { address = "web.internal:80", weight = 3, max-connections = 5 }]
+max-connections = 100
+retry-idempotent = true"#,
+    );
+    let config = parse(&text).unwrap();
+    let backend = &config.backends[&BackendName::new("echo")];
+    let expect =
+        |address: &str, weight, max_connections| ServerSpec { address: address.into(), weight, max_connections };
+    assert_eq!(backend.servers, [expect("127.0.0.1:9000", 1, Some(100)), expect("web.internal:80", 3, Some(5))]);
+    assert!(backend.retry_idempotent);
+    assert_eq!((backend.retries, backend.queue, backend.queue_timeout), (3, 1000, Duration::from_secs(5)));
+    assert_eq!(backend.resolve_interval, Duration::from_secs(30));
+}
+
+#[test]
+fn bad_server_entries_are_named() {
+    let text = MINIMAL.replace(
+        r#"servers = ["127.0.0.1:9000"]"#,
+        r#"servers = [{ address = "a:1", weight = 0 }, { adress = "a:1" }, 7, { address = "b" }]
+queue-timeout = "0s""#,
+    );
+    assert_eq!(
+        problems(&text),
+        [
+            "backends.echo.servers[0]: weight 0 is out of range (1 to 1000)",
+            "backends.echo.servers[1]: unknown key `adress`; use \"host:port\" or { address = \"host:port\", weight = 1, max-connections = 100 }",
+            "backends.echo.servers[2]: 7 is not a server; use \"host:port\" or { address = \"host:port\", weight = 1, max-connections = 100 }",
+            "backends.echo.servers[3]: `b` is not `host:port` (e.g. \"127.0.0.1:9000\" or \"web-1.internal:80\")",
+            "backends.echo.queue-timeout: `0s` must be longer than zero",
+        ]
+    );
+}
