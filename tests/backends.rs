@@ -515,3 +515,31 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
         .unwrap();
     String::from_utf8(read_to_end(&mut stream).await).unwrap()
 }
+
+#[tokio::test]
+async fn a_sticky_client_waits_for_its_full_server_instead_of_moving() {
+    let servers = [http_backend("one").await, http_backend("two").await];
+    let limits = "max-connections = 1\nsticky-cookie = { name = \"srv\" }";
+    let proxy = pool_proxy(&[&servers[0], &servers[1]], limits).await;
+    let addr = proxy.addr("main");
+    let (_, body, cookie) = request(addr, &[]).await;
+    let (home, pair) = (backend_of(&body), cookie.unwrap().split(';').next().unwrap().to_string());
+    // Fill the client's server for 500 ms with one of its own requests.
+    let busy = {
+        let pair = pair.clone();
+        tokio::spawn(async move {
+            let request = Request::get("/delay/500").header("host", "pool.test").header("cookie", pair.as_str());
+            send(addr, request.body(Full::default()).unwrap()).await
+        })
+    };
+    let total = || servers.iter().map(HttpBackend::requests).sum::<u64>();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while total() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the busy request never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The pinned client waits in the queue and lands on its own server; no new cookie.
+    let (status, body, set) = request(addr, &[("cookie", &pair)]).await;
+    assert_eq!((status, backend_of(&body), set), (StatusCode::OK, home.clone(), None));
+    assert_eq!(busy.await.unwrap().0, StatusCode::OK);
+}

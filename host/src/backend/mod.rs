@@ -235,12 +235,20 @@ impl Backend {
 
     /// Reserve room on the first server of `candidates` that has some,
     /// waiting in the backend's queue while every one is at `max-connections`.
+    /// With `only_first` (the client's own server, by sticky cookie or
+    /// affinity key) it waits for room on the first one rather than spill
+    /// over to another, which would break the client's session.
     /// Returns the index of the server in `candidates` and its guard.
-    pub async fn reserve(&self, candidates: &[Arc<Server>]) -> Result<(usize, ActiveGuard), BackendError> {
+    pub async fn reserve(
+        &self,
+        candidates: &[Arc<Server>],
+        only_first: bool,
+    ) -> Result<(usize, ActiveGuard), BackendError> {
         let backend = || self.config.name.clone();
         if candidates.is_empty() {
             return Err(BackendError::AllDown { backend: backend() });
         }
+        let candidates = if only_first { &candidates[..1] } else { candidates };
         let take = || candidates.iter().enumerate().find_map(|(at, server)| server.try_take_slot().map(|g| (at, g)));
         if let Some(found) = take() {
             return Ok(found);
@@ -276,12 +284,15 @@ impl Backend {
     }
 
     /// Connect to the servers of `order` in turn (waiting for room when they
-    /// are full) until one accepts, trying at most `retries` more after the first.
-    pub async fn connect_in_order(&self, order: &[Arc<Server>]) -> Result<BackendConn, BackendError> {
+    /// are full) until one accepts, trying at most `retries` more after the
+    /// first. With `keyed`, the first server is the client's own: see [`Backend::reserve`].
+    pub async fn connect_in_order(&self, order: &[Arc<Server>], keyed: bool) -> Result<BackendConn, BackendError> {
         let mut candidates = order.to_vec();
         let mut failures = Vec::new();
         loop {
-            let (at, guard) = self.reserve(&candidates).await.map_err(|e| self.unreachable_or(e, &failures))?;
+            let only_first = keyed && failures.is_empty();
+            let (at, guard) =
+                self.reserve(&candidates, only_first).await.map_err(|e| self.unreachable_or(e, &failures))?;
             let server = candidates.remove(at);
             match self.connect_to(&server).await {
                 Ok(stream) => return Ok(BackendConn { stream, server, guard }),
@@ -295,7 +306,7 @@ impl Backend {
 
     /// Connect by the balance rule (and affinity key, if any).
     pub async fn connect(&self, affinity: Option<&str>) -> Result<BackendConn, BackendError> {
-        self.connect_in_order(&self.server_order(affinity, None)).await
+        self.connect_in_order(&self.server_order(affinity, None), affinity.is_some()).await
     }
 
     pub fn unreachable(&self, failures: Vec<String>) -> BackendError {

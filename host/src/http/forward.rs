@@ -91,6 +91,8 @@ pub(super) async fn forward(
         None => None,
     });
     let order = backend.server_order(affinity.as_deref(), pinned.as_deref());
+    // The client's own server (by cookie or key) is waited for when full, not swapped.
+    let keyed = affinity.is_some() || order.first().is_some_and(|s| pinned.as_deref() == Some(s.cookie_id.as_str()));
     let request = Request::from_parts(parts, body.boxed());
     let proxy_header = config.proxy_protocol.map(|version| {
         proxy_protocol::encode(
@@ -100,7 +102,7 @@ pub(super) async fn forward(
     });
 
     let timeout = config.response_timeout;
-    let exchange = send(backend, &order, request, websocket, proxy_header);
+    let exchange = send(backend, (&order, keyed), request, websocket, proxy_header);
     let Answered { mut response, server, guard } = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(answered)) => answered,
         Ok(Err(SendError::Connect(e))) if e.is_unavailable() => {
@@ -224,7 +226,7 @@ struct Answered {
 /// header, connections carry one client's address and are never pooled.
 async fn send(
     backend: &Backend,
-    order: &[Arc<Server>],
+    (order, keyed): (&[Arc<Server>], bool),
     request: Request<ProxyBody>,
     upgrade: bool,
     proxy_header: Option<Vec<u8>>,
@@ -238,7 +240,9 @@ async fn send(
     // Servers tried and why they failed, for the error and the retry budget.
     let mut failures: Vec<String> = Vec::new();
     loop {
-        let (at, guard) = backend.reserve(&candidates).await.map_err(|e| backend.unreachable_or(e, &failures))?;
+        let only_first = keyed && failures.is_empty();
+        let (at, guard) =
+            backend.reserve(&candidates, only_first).await.map_err(|e| backend.unreachable_or(e, &failures))?;
         let server = candidates.remove(at);
         let mut outgoing = request.take().expect("a request to send");
         if pool {
