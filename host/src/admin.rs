@@ -69,6 +69,8 @@ fn answer(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes>> {
 /// Server health and load are read live from the backends when scraped.
 fn update_backend_gauges(snapshot: &Snapshot) {
     for backend in snapshot.backends.iter() {
+        let queued = backend.queued() as i64;
+        metrics::gauge_set("sluice_backend_queued", vec![("backend", backend.name().to_string())], queued);
         for server in backend.servers().iter() {
             let labels = || vec![("backend", backend.name().to_string()), ("server", server.addr.clone())];
             metrics::gauge_set("sluice_backend_server_up", labels(), i64::from(server.is_up()));
@@ -117,7 +119,7 @@ fn status(admin: &Admin) -> serde_json::Value {
                     })
                 })
                 .collect();
-            json!({ "name": backend.name().as_str(), "servers": servers })
+            json!({ "name": backend.name().as_str(), "queued": backend.queued(), "servers": servers })
         })
         .collect();
     backends.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));

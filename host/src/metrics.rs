@@ -123,6 +123,7 @@ const HELP: &[(&str, &str, &str)] = &[
     ("sluice_http_responses_total", "counter", "HTTP responses by listener and status class."),
     ("sluice_backend_server_up", "gauge", "1 when a backend server is healthy, else 0."),
     ("sluice_backend_server_active", "gauge", "Open connections and requests per backend server."),
+    ("sluice_backend_queued", "gauge", "Requests and connections waiting for a backend server under max-connections."),
     ("sluice_reloads_total", "counter", "Configuration and plugin reloads by result."),
 ];
 

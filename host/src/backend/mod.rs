@@ -216,6 +216,11 @@ impl Backend {
         self.servers.load_full()
     }
 
+    /// Requests and connections waiting for room on a server now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
     pub fn idle_timeout(&self) -> Duration {
         self.config.idle_timeout
     }
