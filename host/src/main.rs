@@ -96,6 +96,9 @@ struct RunArgs {
     /// reload only on SIGHUP.
     #[arg(long)]
     no_watch: bool,
+    /// Worker threads serving connections (default: one per CPU available).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
 }
 
 #[derive(Args)]
@@ -133,9 +136,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    init_logging(args.log_format);
+    let _flush_logs_on_exit = init_logging(args.log_format);
     let config = Config::load(&args.config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.threads {
+        runtime.worker_threads(threads.into());
+    }
+    let runtime = runtime.enable_all().build().context("starting tokio")?;
     runtime.block_on(async {
         let app = App::bind(config).await?.with_grace(args.grace).with_watch(!args.no_watch);
         reload_on_sighup(app.reload_handle())?;
@@ -148,7 +155,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    init_logging(LogFormat::Human);
+    let _flush_logs_on_exit = init_logging(LogFormat::Human);
     let config = Config::load(&args.config)?;
     let runtime = sluice::plugin::wasm::Runtime::new()?;
     sluice::state::Snapshot::build(&config, &runtime)?;
@@ -207,17 +214,28 @@ fn plugin_test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_logging(format: LogFormat) {
+/// Log to stderr through a background thread: a slow or stalled log reader
+/// must not stall the proxy. If the reader falls more than `LOG_QUEUE_LINES`
+/// behind, further lines are dropped (never blocked on). Keep the guard
+/// alive until exit: dropping it flushes what is queued.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    const LOG_QUEUE_LINES: usize = 128 * 1024;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .lossy(true)
+        .thread_name("sluice-log")
+        .finish(std::io::stderr());
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }
 
 /// Reload on every SIGHUP (installed before serving, so a SIGHUP never
