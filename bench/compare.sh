@@ -48,7 +48,7 @@ while [[ $# -gt 0 ]]; do
         --plugin-bench) PLUGIN_BENCH=1 ;;
         --only) ONLY="$2"; shift ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -70,18 +70,19 @@ fi
 # listen on other ports, so they are left alone.
 
 log "building sluice and loadgen (release)"
-cargo build --release --locked -p sluice -p loadgen 2>&1 | grep -v '^\s*\(Compiling\|Finished\)' >&2 || true
+cargo build --release --locked --quiet -p sluice -p loadgen || { echo "build failed" >&2; exit 1; }
 SLUICE=$ROOT/target/release/sluice
 LOADGEN=$ROOT/target/release/loadgen
-[[ -x $SLUICE && -x $LOADGEN ]] || { echo "build failed" >&2; exit 1; }
 
 # --- file descriptors -------------------------------------------------------
 ulimit -Hn 1048576 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)"
 NOFILE=$(ulimit -n)
-# A proxied WebSocket costs the proxy two descriptors (client and backend side).
-WS_MAX=$(( (NOFILE - 256) / 2 ))
-MAXCONN=$WS_MAX
+# A proxied WebSocket costs the proxy two descriptors (client and backend side);
+# keep 2000 spare: with 1000, nginx (1 worker, limit 20000) already logged
+# "worker_connections are not enough, reusing connections" and reset ~2% of them.
+WS_MAX=$(( (NOFILE - 2000) / 2 ))
+MAXCONN=$(( (NOFILE - 256) / 2 ))
 log "open files limit $NOFILE: at most $WS_MAX proxied connections per proxy"
 
 # --- workspace --------------------------------------------------------------
@@ -263,7 +264,7 @@ ws_memory() { # threads proxy count
     sleep 0.5
     before=$(rss_kib "$PROXY_PID")
     rm -f "$fifo"; mkfifo "$fifo"
-    "$LOADGEN" --threads 2 ws-idle --addr "$addr" --count "$n" --hold 300s < "$fifo" > "$DIR/ws.out" 2>>"$DIR/loadgen.err" &
+    "$LOADGEN" --threads 2 ws-idle --addr "$addr" --count "$n" --hold 300s < "$fifo" > "$DIR/ws.out" 2>"$DIR/ws.err" &
     local ws_pid=$!
     PIDS+=("$ws_pid")
     exec 9>"$fifo"
@@ -279,7 +280,8 @@ ws_memory() { # threads proxy count
     wait "$ws_pid" 2>/dev/null || true
     forget "$ws_pid"
     local open; open=$(field open <<<"$ready")
-    [[ $open == "$n" ]] || echo "- ws-idle, $proxy x$n, threads=$t: $ready $(tail -c 300 "$DIR/loadgen.err" | tr '\n' ' ')" >> "$NOTES"
+    [[ $open == "$n" ]] || echo "- ws-idle, $proxy x$n, threads=$t: $ready $(head -c 300 "$DIR/ws.err" | tr '\n' ' ')" >> "$NOTES"
+    cat "$DIR/ws.err" >> "$DIR/loadgen.err"
     if [[ ${open:-0} -gt 0 ]]; then
         record "$t" "RSS per idle WebSocket @ $n" "KiB/conn (lower better)" "$proxy" \
             "$(awk -v a="$after" -v b="$before" -v n="$open" 'BEGIN { printf "%.1f", (a - b) / n }')"
