@@ -5,7 +5,7 @@
 #
 # Usage: bench/compare.sh [--quick] [--mib N] [--duration S] [--threads "1 2"]
 #                         [--ws-counts "1000 10000"] [--concurrency N]
-#                         [--plugin-bench] [--only LIST] [--keep]
+#                         [--repeat N] [--plugin-bench] [--haproxy-splice] [--only LIST] [--keep]
 #
 #   --quick          short run: 256 MiB relays, 3 s per rate
 #   --mib N          MiB per direction for the relay (default 2048)
@@ -13,7 +13,9 @@
 #   --threads LIST   worker threads / processes to try (default "1 2")
 #   --ws-counts LIST idle WebSocket counts (default "1000 10000"; capped by the fd limit)
 #   --concurrency N  connections in flight for the rate tests and wrk (default 64)
+#   --repeat N       run the throughput and rate tests N times, interleaved; the table shows medians
 #   --plugin-bench   also run `cargo bench --bench plugin` (slow) and add its medians
+#   --haproxy-splice HAProxy's relay frontend with `option splice-auto` (default: copies like the others)
 #   --only LIST      run only these tests: relay,conn,keepalive,flash,tls,ws (default all)
 #   --keep           keep the temp dir (configs, logs, raw outputs)
 #
@@ -34,7 +36,9 @@ DURATION=10
 THREADS="1 2"
 WS_COUNTS="1000 10000"
 CONCURRENCY=64
+REPEAT=1
 PLUGIN_BENCH=0
+HAPROXY_SPLICE="# no splice (compare.sh --haproxy-splice)"
 KEEP=0
 ONLY="relay,conn,keepalive,flash,tls,ws"
 while [[ $# -gt 0 ]]; do
@@ -45,10 +49,12 @@ while [[ $# -gt 0 ]]; do
         --threads) THREADS="$2"; shift ;;
         --ws-counts) WS_COUNTS="$2"; shift ;;
         --concurrency) CONCURRENCY="$2"; shift ;;
+        --repeat) REPEAT="$2"; shift ;;
         --plugin-bench) PLUGIN_BENCH=1 ;;
+        --haproxy-splice) HAPROXY_SPLICE="option splice-auto" ;;
         --only) ONLY="$2"; shift ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -82,7 +88,8 @@ NOFILE=$(ulimit -n)
 # keep 2000 spare: with 1000, nginx (1 worker, limit 20000) already logged
 # "worker_connections are not enough, reusing connections" and reset ~2% of them.
 WS_MAX=$(( (NOFILE - 2000) / 2 ))
-MAXCONN=$(( (NOFILE - 256) / 2 ))
+# HAProxy refuses to start if 2 * maxconn + its pipes and listeners exceed the limit.
+MAXCONN=$(( (NOFILE - 1024) / 2 ))
 log "open files limit $NOFILE: at most $WS_MAX proxied connections per proxy"
 
 # --- workspace --------------------------------------------------------------
@@ -120,27 +127,27 @@ render() { # template output [threads]
         -e "s|@HAPROXY_HTTP@|$HAPROXY_HTTP|g" -e "s|@HAPROXY_TLS@|$HAPROXY_TLS|g" \
         -e "s|@NGINX_RELAY@|$NGINX_RELAY|g" -e "s|@NGINX_FLASH@|$NGINX_FLASH|g" \
         -e "s|@NGINX_HTTP@|$NGINX_HTTP|g" -e "s|@NGINX_TLS@|$NGINX_TLS|g" \
-        -e "s|@FLASH_POLICY@|$FLASH_POLICY|g" "$ROOT/bench/compare/$1" > "$DIR/$2"
+        -e "s|@FLASH_POLICY@|$FLASH_POLICY|g" -e "s|@HAPROXY_SPLICE@|$HAPROXY_SPLICE|g" "$ROOT/bench/compare/$1" > "$DIR/$2"
 }
 render flash.lua.in flash.lua
 
 wait_port() {
     for _ in $(seq 100); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        kill -0 "$2" 2>/dev/null || return 1
         sleep 0.1
     done
-    echo "nothing listens on 127.0.0.1:$1" >&2
     return 1
 }
 
 # --- processes --------------------------------------------------------------
 "$LOADGEN" --threads 2 backend --port "$BACKEND_PORT" > "$DIR/backend.log" 2>&1 &
 PIDS+=($!)
-wait_port "$BACKEND_PORT"
+wait_port "$BACKEND_PORT" "${PIDS[0]}" || { echo "the backend did not start: $(cat "$DIR/backend.log")" >&2; exit 1; }
 
 PROXY_PID=""
 start_proxy() { # name threads
-    local name=$1 threads=$2
+    local name=$1 threads=$2 port
     case "$name" in
         sluice)
             render sluice.toml.in sluice.toml "$threads"
@@ -149,17 +156,22 @@ start_proxy() { # name threads
             env SLUICE_LOG=warn "$SLUICE_THREADS_ENV=$threads" \
                 "$SLUICE" run --config "$DIR/sluice.toml" --grace 1s "${flag[@]}" \
                 >> "$DIR/sluice.log" 2>&1 &
-            PROXY_PID=$!; wait_port "$SLUICE_PORT" ;;
+            PROXY_PID=$!; port=$SLUICE_PORT ;;
         haproxy)
             render haproxy.cfg.in "haproxy-$threads.cfg" "$threads"
             haproxy -db -f "$DIR/haproxy-$threads.cfg" >> "$DIR/haproxy.log" 2>&1 &
-            PROXY_PID=$!; wait_port "$HAPROXY_HTTP" ;;
+            PROXY_PID=$!; port=$HAPROXY_HTTP ;;
         nginx)
             render nginx.conf.in "nginx-$threads.conf" "$threads"
             nginx -e "$DIR/nginx-error.log" -c "$DIR/nginx-$threads.conf" >> "$DIR/nginx.log" 2>&1 &
-            PROXY_PID=$!; wait_port "$NGINX_HTTP" ;;
+            PROXY_PID=$!; port=$NGINX_HTTP ;;
     esac
     PIDS+=("$PROXY_PID")
+    if ! wait_port "$port" "$PROXY_PID"; then
+        echo "- $name, threads=$threads, did not start: $(tail -n 3 "$DIR/$name.log" | tr '\n' ' ')" >> "$NOTES"
+        log "$name did not start (see the notes under the table)"
+        return 1
+    fi
 }
 forget() { # pid: it has exited, never signal that number again
     local keep=() pid
@@ -259,7 +271,10 @@ run_tests() { # threads target (direct|sluice|haproxy|nginx)
 ws_memory() { # threads proxy count
     local t=$1 proxy=$2 n=$3 addr before after ready fifo=$DIR/ws.ctl
     addr=$(addr_for ws "$proxy")
-    start_proxy "$proxy" "$t"
+    if ! start_proxy "$proxy" "$t"; then
+        stop_proxy
+        return 0
+    fi
     "$LOADGEN" --threads 1 ws-idle --addr "$addr" --count 1 --hold 1ms > /dev/null 2>>"$DIR/loadgen.err" </dev/null || true
     sleep 0.5
     before=$(rss_kib "$PROXY_PID")
@@ -292,15 +307,18 @@ ws_memory() { # threads proxy count
 }
 
 # --- run --------------------------------------------------------------------
-log "temp dir $DIR; backend 127.0.0.1:$BACKEND_PORT; $MIB MiB relays, ${DURATION}s rates, threads: $THREADS"
+log "temp dir $DIR; backend 127.0.0.1:$BACKEND_PORT; $MIB MiB relays, ${DURATION}s rates, threads: $THREADS, rounds: $REPEAT"
 for t in $THREADS; do
-    log "threads=$t: direct"
-    run_tests "$t" direct
-    for proxy in sluice haproxy nginx; do
-        log "threads=$t: $proxy"
-        start_proxy "$proxy" "$t"
-        run_tests "$t" "$proxy"
-        stop_proxy
+    # Repetitions go round all four targets, so a change in background load
+    # hits each of them alike; the table shows the median.
+    for r in $(seq "$REPEAT"); do
+        log "threads=$t, round $r/$REPEAT: direct"
+        run_tests "$t" direct
+        for proxy in sluice haproxy nginx; do
+            log "threads=$t, round $r/$REPEAT: $proxy"
+            if start_proxy "$proxy" "$t"; then run_tests "$t" "$proxy"; fi
+            stop_proxy
+        done
     done
     if wants ws; then
         for n in $WS_COUNTS; do
@@ -328,7 +346,16 @@ echo
 echo "sluice vs HAProxy $(haproxy -v | awk 'NR==1 {print $3}') vs nginx $(nginx -v 2>&1 | sed 's|.*/||'), $(nproc) CPUs, $(date -u +%Y-%m-%d), loopback"
 echo
 awk -F'\t' '
-    { key = $1 SUBSEP $2; if (!(key in seen)) { seen[key] = 1; order[++n] = key; unit[key] = $3 } val[key, $4] = $5 }
+    {
+        key = $1 SUBSEP $2; if (!(key in seen)) { seen[key] = 1; order[++n] = key; unit[key] = $3 }
+        if ($5 != "") { all[key, $4] = ((key, $4) in all) ? all[key, $4] " " $5 : $5 }
+    }
+    function median(list,   v, c, i, j, x) {
+        if (list == "") return ""
+        c = split(list, v, " ")
+        for (i = 2; i <= c; i++) { x = v[i] + 0; for (j = i - 1; j >= 1 && v[j] + 0 > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+        return c % 2 ? v[(c + 1) / 2] : sprintf("%.6g", (v[c / 2] + v[c / 2 + 1]) / 2)
+    }
     function cell(v) { return v == "" ? "n/a" : v }
     function ratio(a, b) { return (a == "" || b == "" || b + 0 == 0) ? "" : sprintf("%.2f", a / b) }
     END {
@@ -336,14 +363,14 @@ awk -F'\t' '
         print "|---|---|---|---|---|---|---|---|---|---|"
         for (i = 1; i <= n; i++) {
             k = order[i]; split(k, p, SUBSEP)
-            d = val[k, "direct"]; s = val[k, "sluice"]; h = val[k, "haproxy"]; x = val[k, "nginx"]
+            d = median(all[k, "direct"]); s = median(all[k, "sluice"]); h = median(all[k, "haproxy"]); x = median(all[k, "nginx"])
             printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p[1], p[2], unit[k], cell(d), cell(s), cell(h), cell(x), ratio(s, h), ratio(s, x), ratio(s, d)
         }
     }' "$RESULTS"
 echo
 echo "direct: client straight to the backend (the physical limit). Flash on nginx: dedicated port that"
 echo "answers without reading (no inspection). Ratios are sluice / other: above 1 favours sluice, except"
-echo "where the unit says lower is better. Rates count successful exchanges only."
+echo "where the unit says lower is better. Rates count successful exchanges only. Rounds: $REPEAT (medians)."
 if [[ -s $NOTES ]]; then
     echo
     echo "Errors during the run:"
