@@ -13,6 +13,7 @@ use crate::plugin::{Router, Sniffer};
 use crate::tls::{CertError, Terminator};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 /// One listener's config and the plugins it uses.
 pub struct ListenerPlan {
@@ -22,6 +23,9 @@ pub struct ListenerPlan {
     pub router: Option<Arc<dyn Router>>,
     /// TLS termination, if the listener has certificates.
     pub tls: Option<Terminator>,
+    /// `sluice_http_responses_total` by status class (1xx to 5xx), looked up
+    /// once here rather than on every request.
+    pub http_responses: [Arc<AtomicU64>; 5],
 }
 
 pub struct Snapshot {
@@ -92,6 +96,10 @@ impl Snapshot {
                 sniffer: sniffers[&listener.sniff].clone(),
                 router: listener.route.as_ref().map(|route| routers[route].clone()),
                 tls,
+                http_responses: std::array::from_fn(|i| {
+                    let labels = vec![("listener", listener.name.to_string()), ("class", format!("{}xx", i + 1))];
+                    crate::metrics::counter("sluice_http_responses_total", labels)
+                }),
             };
             listeners.insert(listener.name.clone(), Arc::new(plan));
         }

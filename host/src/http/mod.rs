@@ -23,7 +23,6 @@ mod forward;
 pub mod headers;
 
 use crate::config::Fallback;
-use crate::metrics;
 use crate::plugin::{ConnFacts, ForwardTo, RouteDecision, Router, SyntheticResponse};
 use crate::state::{ListenerPlan, Snapshot};
 use bytes::Bytes;
@@ -91,16 +90,14 @@ struct RequestLog {
 async fn handle(stage: &HttpStage, request: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     stage.requests.fetch_add(1, Ordering::Relaxed);
-    let method = request.method().clone();
-    let path = request.uri().path_and_query().map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    // The access line's method and path are kept only when it will be written.
+    let logged = tracing::enabled!(target: "sluice::access", tracing::Level::INFO)
+        .then(|| (request.method().clone(), request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string()));
     let mut log = RequestLog { route: "none", ..RequestLog::default() };
     let response = route(stage, request, &mut log).await;
-    let class = format!("{}xx", response.status().as_u16() / 100);
-    metrics::count(
-        "sluice_http_responses_total",
-        vec![("listener", stage.facts.listener.to_string()), ("class", class)],
-        1,
-    );
+    let class = usize::from(response.status().as_u16() / 100).clamp(1, 5);
+    stage.plan.http_responses[class - 1].fetch_add(1, Ordering::Relaxed);
+    let Some((method, path)) = logged else { return response };
     tracing::info!(
         target: "sluice::access",
         method = %method,
