@@ -25,10 +25,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-# How sluice is told its number of worker threads. sluice has no option for it
-# yet; tokio's runtime honours TOKIO_WORKER_THREADS. If sluice gains one, set
-# SLUICE_THREADS_FLAG (e.g. "--threads") and it is passed as `FLAG N` instead.
-SLUICE_THREADS_FLAG="${SLUICE_THREADS_FLAG:-}"
+# How sluice is told its number of worker threads: `sluice run --threads N`.
+# With SLUICE_THREADS_FLAG="" it falls back to tokio's TOKIO_WORKER_THREADS.
+SLUICE_THREADS_FLAG="${SLUICE_THREADS_FLAG---threads}"
 SLUICE_THREADS_ENV="${SLUICE_THREADS_ENV:-TOKIO_WORKER_THREADS}"
 
 MIB=2048
