@@ -90,9 +90,8 @@ fn route_decision(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("route-decision");
     group.bench_function("warm/socket.io-polling", |b| b.iter(|| plugin.pick(&conn, black_box(&request)).unwrap()));
-    group.bench_function("cold/socket.io-polling", |b| {
-        b.iter(|| plugin.pick_cold(&conn, black_box(&request)).unwrap())
-    });
+    group
+        .bench_function("cold/socket.io-polling", |b| b.iter(|| plugin.pick_cold(&conn, black_box(&request)).unwrap()));
     group.finish();
 }
 
