@@ -1,16 +1,25 @@
-//! One sniff decision by the default sniff plugin, measured three ways:
+//! One plugin decision by each default plugin, measured two ways:
 //! - `warm`: the steady state, an initialised instance taken from the pool;
 //! - `cold`: instance start (pooling allocator), `init` with the settings,
-//!   then the decision — what the first decision after a reload costs;
-//! - per input: a TLS ClientHello, an HTTP request line, an SSH banner.
+//!   then the decision: what the first decision after a reload, or a burst
+//!   beyond the warm pool, costs. This is "instance start included".
 //!
-//! Run with `cargo bench --bench plugin`.
+//! Groups:
+//! - `sniff-decision`: the default sniff plugin (`plugins/sniff`) on a TLS
+//!   ClientHello, an HTTP/1.1 request head and an SSH banner;
+//! - `route-decision`: the default path plugin (`plugins/path`) with a small
+//!   rule set of the kind a Socket.IO deployment uses, on a browser's
+//!   long-polling request.
+//!
+//! Run with `cargo bench --bench plugin`. Criterion prints the mean; the
+//! median is in `target/criterion/<group>/<case>/new/estimates.json`
+//! (`bench/plugin-medians.sh` prints all of them).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sluice::config::PluginLimits;
 use sluice::names::PluginName;
 use sluice::plugin::wasm::Runtime;
-use sluice::plugin::{ConnFacts, Sniffer};
+use sluice::plugin::{ConnFacts, RouteRequest, Router, Sniffer};
 use std::hint::black_box;
 use std::path::Path;
 
@@ -39,5 +48,52 @@ fn sniff_decision(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sniff_decision);
+/// Socket.IO with sticky long-polling, an API host with a stripped prefix, a
+/// redirect for an old host, and a canary by header: four rules, as in a
+/// small real deployment.
+const ROUTE_SETTINGS: &str = r#"{
+    "default-backend": "web",
+    "rules": [
+        {"path-prefix": "/socket.io/", "backend": "socketio", "affinity": "client-ip"},
+        {"host": "api.example.test", "path-prefix": "/v1/", "backend": "api", "strip-prefix": true,
+         "set-headers": {"x-routed-by": "sluice"}},
+        {"host": "old.example.test", "respond": {"status": 301, "headers": {"location": "https://example.test/"}}},
+        {"path-prefix": "/admin/", "headers": {"x-canary": "1"}, "backend": "admin-canary"}
+    ]
+}"#;
+
+/// A browser's Socket.IO long-polling request: matches the first rule.
+fn polling_request() -> RouteRequest {
+    let header = |name: &str, value: &str| (name.to_string(), value.as_bytes().to_vec());
+    RouteRequest {
+        method: "GET".into(),
+        path: "/socket.io/?EIO=4&transport=polling&t=P0x1a2b".into(),
+        authority: Some("example.test".into()),
+        headers: vec![
+            header("host", "example.test"),
+            header("user-agent", "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
+            header("accept", "*/*"),
+            header("accept-language", "en-GB,en;q=0.5"),
+            header("cookie", "io=Xb2kL0aQ9pRsT1uVAAAB"),
+            header("connection", "keep-alive"),
+        ],
+    }
+}
+
+fn route_decision(c: &mut Criterion) {
+    let wasm = sluice::builtin::component("path").unwrap();
+    let runtime = Runtime::new().unwrap();
+    let limits = PluginLimits::default();
+    let plugin = runtime.load_router(PluginName::new("path"), wasm, ROUTE_SETTINGS.to_string(), limits).unwrap();
+    let conn = ConnFacts::probe();
+    let request = polling_request();
+
+    let mut group = c.benchmark_group("route-decision");
+    group.bench_function("warm/socket.io-polling", |b| b.iter(|| plugin.pick(&conn, black_box(&request)).unwrap()));
+    group
+        .bench_function("cold/socket.io-polling", |b| b.iter(|| plugin.pick_cold(&conn, black_box(&request)).unwrap()));
+    group.finish();
+}
+
+criterion_group!(benches, sniff_decision, route_decision);
 criterion_main!(benches);
