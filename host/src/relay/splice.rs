@@ -66,13 +66,17 @@ async fn splice_until_eof(from: &TcpStream, to: &TcpStream, flow: &Flow<'_>) -> 
         let filled = from.try_io(Interest::READABLE, || splice(from.as_fd(), held.write.as_fd(), held.capacity));
         let mut in_pipe = match filled {
             Ok(0) => {
-                pipe.take().map(Pipe::give_back);
+                if let Some(empty) = pipe.take() {
+                    empty.give_back();
+                }
                 return Ok(());
             }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Idle again: the pipe goes back until bytes arrive.
-                pipe.take().map(Pipe::give_back);
+                if let Some(empty) = pipe.take() {
+                    empty.give_back();
+                }
                 continue;
             }
             Err(e) => return Err(flow.read_error(e)),
