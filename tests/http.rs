@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 struct Setup {
@@ -191,6 +191,101 @@ async fn websocket_messages_are_echoed_byte_exact() {
     }
     socket.close(None).await.unwrap();
     assert_eq!(setup.io.requests.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+/// A raw upgrade tunnel: bytes the client sends right behind its request and
+/// bytes the server sends right behind its 101 (both buffered by hyper) come
+/// through first, then 8 MiB echoed, then the client's FIN is passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_tunnel_carries_early_bytes_then_bulk_then_the_fin() {
+    const SIZE: usize = 8 << 20;
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = backend.accept().await.unwrap();
+        let mut head = Vec::new();
+        let after_head = loop {
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request head arrives");
+            head.extend_from_slice(&buf[..n]);
+            if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break head.split_off(end + 4);
+            }
+        };
+        let mut answer =
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nserver-first;"
+                .to_vec();
+        answer.extend_from_slice(&after_head);
+        stream.write_all(&answer).await.unwrap();
+        // Echo the rest, then pass the client's FIN back.
+        let (mut read, mut write) = stream.split();
+        tokio::io::copy(&mut read, &mut write).await.unwrap();
+        write.shutdown().await.unwrap();
+    });
+    let proxy = Proxy::start(&format!(
+        r#"
+[[listeners]]
+name = "main"
+bind = "127.0.0.1:0"
+sniff = "sniff"
+route = "path"
+
+[backends.tunnel]
+servers = ["{backend_addr}"]
+
+[plugins.sniff]
+builtin = "sniff"
+
+[plugins.path]
+builtin = "path"
+[plugins.path.settings]
+default-backend = "tunnel"
+"#
+    ))
+    .await;
+
+    let mut client = proxy.connect("main").await;
+    client
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: www.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nclient-early;",
+        )
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    let head_end = loop {
+        let mut buf = [0u8; 4096];
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the 101 arrives");
+        received.extend_from_slice(&buf[..n]);
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+    };
+    assert!(received.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&received));
+    let early = b"server-first;client-early;";
+    let mut tunnel_bytes = received.split_off(head_end);
+    while tunnel_bytes.len() < early.len() {
+        let mut buf = [0u8; 64];
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the early bytes arrive");
+        tunnel_bytes.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(tunnel_bytes, early);
+
+    let bulk = pattern(SIZE);
+    let (mut read, mut write) = client.into_split();
+    let sent = bulk.clone();
+    let send = tokio::spawn(async move {
+        write.write_all(&sent).await.unwrap();
+        write.shutdown().await.unwrap();
+    });
+    let mut echoed = Vec::new();
+    read.read_to_end(&mut echoed).await.unwrap();
+    send.await.unwrap();
+    assert_eq!(echoed.len(), SIZE);
+    assert!(echoed == bulk, "the echo is byte exact");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -247,3 +247,62 @@ async fn shutdown_drains_open_connections() {
     drop(client);
     assert_eq!(stop.await.unwrap(), sluice::Drained::Clean);
 }
+
+/// Both directions at once, with a half-close in the middle: the client sends
+/// 16 MiB and its FIN while the backend sends 32 MiB, and the backend sends
+/// 32 MiB more only after it saw that FIN. Every byte compared by hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_other_direction_keeps_flowing_after_a_fin_mid_transfer() {
+    const UP: usize = 16 << 20;
+    const DOWN: usize = 32 << 20;
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let default = backend.local_addr().unwrap();
+    let backend_task = tokio::spawn(async move {
+        let (stream, _) = backend.accept().await.unwrap();
+        let (mut read, mut write) = stream.into_split();
+        let (fin_seen, fin) = tokio::sync::oneshot::channel();
+        let receive = tokio::spawn(async move {
+            let received = hash_until_eof(&mut read).await;
+            fin_seen.send(()).unwrap();
+            received
+        });
+        let mut sent = Sha256::new();
+        let bytes = pattern_bytes(DOWN, 11);
+        write.write_all(&bytes).await.unwrap();
+        sent.update(&bytes);
+        fin.await.unwrap();
+        let bytes = pattern_bytes(DOWN, 13);
+        write.write_all(&bytes).await.unwrap();
+        sent.update(&bytes);
+        write.shutdown().await.unwrap();
+        (receive.await.unwrap(), (2 * DOWN, sent.finalize().to_vec()))
+    });
+
+    let proxy = proxy_with(default, tagged_echo("web").await, "300ms").await;
+    let client = proxy.connect("main").await;
+    let (mut read, mut write) = client.into_split();
+    let send = tokio::spawn(async move {
+        let hash = send_pattern(&mut write, UP, 5).await;
+        write.shutdown().await.unwrap();
+        hash
+    });
+    let client_received = hash_until_eof(&mut read).await;
+    let client_sent = send.await.unwrap();
+    let (backend_received, backend_sent) = backend_task.await.unwrap();
+
+    assert_eq!(backend_received, client_sent, "client → backend");
+    assert_eq!(client_received, backend_sent, "backend → client, before and after the client's FIN");
+}
+
+/// `size` bytes of a seeded pattern.
+fn pattern_bytes(size: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}

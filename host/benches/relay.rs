@@ -140,7 +140,8 @@ async fn start_proxy(backend: SocketAddr) -> (SocketAddr, std::process::Child) {
     let mut child = Command::new(binary)
         .arg("--config")
         .arg(&config)
-        .env("SLUICE_LOG", "warn,sluice::app=info")
+        // The "listening" line (with `addr=`) comes from the reload module, which binds listeners.
+        .env("SLUICE_LOG", "warn,sluice::reload=info")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -130,7 +130,9 @@ fn log_access(report: &Report, duration: Duration) {
         Outcome::PluginFailed(e) => Some(e.to_string()),
         Outcome::BackendUnavailable(e) => Some(e.to_string()),
         Outcome::Relayed(end) => match end {
-            crate::relay::RelayEnd::ClientError(e) | crate::relay::RelayEnd::BackendError(e) => Some(e.to_string()),
+            crate::relay::RelayEnd::ClientError(e)
+            | crate::relay::RelayEnd::BackendError(e)
+            | crate::relay::RelayEnd::LocalError(e) => Some(e.to_string()),
             _ => None,
         },
         Outcome::Http { error, .. } => error.clone(),

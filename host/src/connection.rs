@@ -19,7 +19,7 @@ use crate::metrics;
 use crate::names::BackendName;
 use crate::plugin::{ConnFacts, TlsFacts, Verdict};
 use crate::proxy_protocol::{self, ProxiedAddrs};
-use crate::relay::{IntoHalves, RelayEnd, TlsStreamHalves, relay};
+use crate::relay::{IntoHalves, Pending, RelayEnd, TlsStreamHalves, relay, relay_tcp};
 use crate::sniff::{SniffFailure, SniffLimits, sniff};
 use crate::state::{ListenerPlan, Snapshot};
 use std::io;
@@ -343,7 +343,11 @@ async fn forward<C: IntoHalves>(
     if let Err(e) = conn.stream.write_all(&preamble).await {
         return report.outcome = Outcome::Relayed(RelayEnd::BackendError(e));
     }
-    let stats = relay(client, conn.stream, backend.idle_timeout()).await;
+    let stats = match client.into_tcp() {
+        // Nothing is buffered: the sniffed head went out with the preamble.
+        Ok(client) => relay_tcp(client, conn.stream, Pending::default(), backend.idle_timeout()).await,
+        Err(client) => relay(client, conn.stream, backend.idle_timeout()).await,
+    };
     report.bytes_in += stats.client_to_backend;
     report.bytes_out += stats.backend_to_client;
     report.outcome = Outcome::Relayed(stats.end);

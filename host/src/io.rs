@@ -19,6 +19,17 @@ impl<S> PrefixedIo<S> {
     pub fn new(prefix: Vec<u8>, inner: S) -> Self {
         Self { prefix, consumed: 0, inner }
     }
+
+    /// The prefix bytes not read yet.
+    pub fn unread_prefix(&self) -> &[u8] {
+        &self.prefix[self.consumed..]
+    }
+
+    /// The prefix bytes not read yet, and the stream.
+    pub fn into_parts(mut self) -> (Vec<u8>, S) {
+        self.prefix.drain(..self.consumed);
+        (self.prefix, self.inner)
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for PrefixedIo<S> {

@@ -19,7 +19,7 @@
 //! - [`http`]: the HTTP stage: hyper, per-request routing, WebSocket tunnels.
 //! - [`io`]: a stream that replays the sniffed bytes first.
 //! - [`backend`]: backends, server choice (round-robin, rendezvous), connection reuse.
-//! - [`relay`]: full-duplex copy with half-close and idle timeouts.
+//! - [`relay`]: full duplex with half-close and idle timeouts; splice(2) between plain TCP sockets.
 //! - [`plugin`]: what the core needs from plugins; [`plugin::wasm`] runs them
 //!   on wasmtime. Nothing else in the crate touches wasmtime.
 //! - [`state`]: a snapshot of loaded plugins and backends for one config version.

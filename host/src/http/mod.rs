@@ -23,6 +23,7 @@ mod forward;
 pub mod headers;
 
 use crate::config::Fallback;
+use crate::io::PrefixedIo;
 use crate::plugin::{ConnFacts, ForwardTo, RouteDecision, Router, SyntheticResponse};
 use crate::state::{ListenerPlan, Snapshot};
 use bytes::Bytes;
@@ -57,12 +58,31 @@ pub struct HttpStage {
     pub requests: AtomicU64,
 }
 
-/// Serve HTTP on `io` until the client is done. Returns hyper's error, if any.
-pub async fn serve<S>(io: S, stage: Arc<HttpStage>) -> Result<(), String>
+/// How every HTTP/2 connection with prior knowledge starts.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serve HTTP on `io` (the sniffed head, then the client) until the client
+/// is done. Returns hyper's error, if any.
+pub async fn serve<S>(io: PrefixedIo<S>, stage: Arc<HttpStage>) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = &stage.plan.config;
+    let handler = stage.clone();
+    let service = service_fn(move |request| {
+        let stage = handler.clone();
+        async move { Ok::<_, Infallible>(handle(&stage, request).await) }
+    });
+    let head = io.unread_prefix();
+    if !head.is_empty() && !H2_PREFACE.starts_with(&head[..head.len().min(H2_PREFACE.len())]) {
+        // Certainly HTTP/1: served by hyper's own HTTP/1 connection rather than the
+        // auto-detecting one, whose private wrapper would hide our stream type from
+        // an upgraded connection. A WebSocket tunnel can then take the client's TCP
+        // socket back and splice it (see `forward::tunnel`).
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1.timer(TokioTimer::new()).header_read_timeout(config.header_timeout).max_buf_size(config.max_header_bytes);
+        return http1.serve_connection(TokioIo::new(io), service).with_upgrades().await.map_err(|e| e.to_string());
+    }
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -70,11 +90,6 @@ where
         .header_read_timeout(config.header_timeout)
         .max_buf_size(config.max_header_bytes);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(config.max_header_bytes as u32);
-    let handler = stage.clone();
-    let service = service_fn(move |request| {
-        let stage = handler.clone();
-        async move { Ok::<_, Infallible>(handle(&stage, request).await) }
-    });
     builder.serve_connection_with_upgrades(TokioIo::new(io), service).await.map_err(|e| e.to_string())
 }
 

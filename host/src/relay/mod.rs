@@ -7,15 +7,31 @@
 //! - Idle timeout: the relay ends when no byte moved in either direction for
 //!   the backend's `idle-timeout`.
 //! - An error on either side (reset, broken pipe) ends both directions.
+//! - Bytes an earlier stage read but did not pass on ([`Pending`]) are written
+//!   first.
+//!
+//! Two ways to move the bytes, same semantics:
+//!
+//! - [`splice`] (Linux, plain TCP on both sides): kernel-side through a pipe,
+//!   never copied into the proxy's memory.
+//! - [`copy`] (TLS, upgraded hyper streams, other systems): through a buffer
+//!   in user space.
+//!
+//! Neither holds a buffer or a pipe while the link is idle: an idle relay
+//! costs its sockets and a few hundred bytes of task state.
 
+mod copy;
+#[cfg(target_os = "linux")]
+mod splice;
+
+use bytes::Bytes;
+use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
-
-/// Bytes read per system call in each direction.
-const BUFFER_SIZE: usize = 128 << 10;
 
 /// How a relay ended. Each variant is a label in logs.
 #[derive(Debug)]
@@ -28,6 +44,8 @@ pub enum RelayEnd {
     ClientError(io::Error),
     /// Reading from or writing to the backend failed.
     BackendError(io::Error),
+    /// The proxy itself could not go on (e.g. out of file descriptors for a pipe).
+    LocalError(io::Error),
 }
 
 impl RelayEnd {
@@ -37,6 +55,7 @@ impl RelayEnd {
             RelayEnd::Idle => "idle-timeout",
             RelayEnd::ClientError(_) => "client-error",
             RelayEnd::BackendError(_) => "backend-error",
+            RelayEnd::LocalError(_) => "local-error",
         }
     }
 }
@@ -55,19 +74,48 @@ enum Side {
     Backend,
 }
 
+impl Side {
+    fn error(self, error: io::Error) -> RelayEnd {
+        match self {
+            Side::Client => RelayEnd::ClientError(error),
+            Side::Backend => RelayEnd::BackendError(error),
+        }
+    }
+}
+
+/// Bytes already read from one side by an earlier stage (e.g. what hyper
+/// buffered past an Upgrade's head) and not yet written to the other.
+#[derive(Default)]
+pub struct Pending {
+    pub to_backend: Bytes,
+    pub to_client: Bytes,
+}
+
 /// A stream split into halves that can be driven at once. TCP streams split
 /// for free; other streams (TLS) go through `tokio::io::split`.
 pub trait IntoHalves {
     type Read: AsyncRead + Unpin;
     type Write: AsyncWrite + Unpin;
     fn into_halves(self) -> (Self::Read, Self::Write);
+
+    /// The plain TCP stream this is, if it is one, so [`relay_tcp`] can take it.
+    fn into_tcp(self) -> Result<TcpStream, Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
+    }
 }
 
-impl IntoHalves for tokio::net::TcpStream {
+impl IntoHalves for TcpStream {
     type Read = tokio::net::tcp::OwnedReadHalf;
     type Write = tokio::net::tcp::OwnedWriteHalf;
     fn into_halves(self) -> (Self::Read, Self::Write) {
         self.into_split()
+    }
+
+    fn into_tcp(self) -> Result<TcpStream, Self> {
+        Ok(self)
     }
 }
 
@@ -130,81 +178,142 @@ impl AsyncWrite for TlsStreamHalves {
     }
 }
 
-/// Relay until both sides are done, one fails, or the link is idle.
+/// Relay until both sides are done, one fails, or the link is idle, copying
+/// through user space. For two plain TCP streams, [`relay_tcp`] is cheaper.
 pub async fn relay<C, B>(client: C, backend: B, idle_timeout: Duration) -> RelayStats
+where
+    C: IntoHalves,
+    B: IntoHalves,
+{
+    relay_copy(client, backend, Pending::default(), idle_timeout).await
+}
+
+/// Relay between two plain TCP streams: spliced in the kernel on Linux,
+/// copied elsewhere. `pending` is written before anything else moves.
+pub async fn relay_tcp(client: TcpStream, backend: TcpStream, pending: Pending, idle_timeout: Duration) -> RelayStats {
+    #[cfg(target_os = "linux")]
+    {
+        let (client_read, client_write) = client.into_split();
+        let (backend_read, backend_write) = backend.into_split();
+        let clock = Clock::new();
+        let up = Flow::new(Side::Client, Side::Backend, &clock);
+        let down = Flow::new(Side::Backend, Side::Client, &clock);
+        let end = drive(
+            splice::pump(&client_read, backend_write, pending.to_backend, &up),
+            splice::pump(&backend_read, client_write, pending.to_client, &down),
+            &clock,
+            idle_timeout,
+        )
+        .await;
+        RelayStats { client_to_backend: up.total(), backend_to_client: down.total(), end }
+    }
+    #[cfg(not(target_os = "linux"))]
+    relay_copy(client, backend, pending, idle_timeout).await
+}
+
+/// Relay any two streams through user space.
+pub async fn relay_copy<C, B>(client: C, backend: B, pending: Pending, idle_timeout: Duration) -> RelayStats
 where
     C: IntoHalves,
     B: IntoHalves,
 {
     let (client_read, client_write) = client.into_halves();
     let (backend_read, backend_write) = backend.into_halves();
-    let start = Instant::now();
-    // Milliseconds since `start` of the last byte moved, in either direction.
-    let last_activity = AtomicU64::new(0);
-    let up = AtomicU64::new(0);
-    let down = AtomicU64::new(0);
-
-    let both = async {
-        tokio::try_join!(
-            pump(client_read, backend_write, Side::Client, Side::Backend, &up, &last_activity, start),
-            pump(backend_read, client_write, Side::Backend, Side::Client, &down, &last_activity, start),
-        )
-    };
-    let end = tokio::select! {
-        result = both => match result {
-            Ok(_) => RelayEnd::Done,
-            Err((Side::Client, e)) => RelayEnd::ClientError(e),
-            Err((Side::Backend, e)) => RelayEnd::BackendError(e),
-        },
-        () = idle(&last_activity, start, idle_timeout) => RelayEnd::Idle,
-    };
-    RelayStats { client_to_backend: up.into_inner(), backend_to_client: down.into_inner(), end }
+    let clock = Clock::new();
+    let up = Flow::new(Side::Client, Side::Backend, &clock);
+    let down = Flow::new(Side::Backend, Side::Client, &clock);
+    let end = drive(
+        copy::pump(client_read, backend_write, pending.to_backend, &up),
+        copy::pump(backend_read, client_write, pending.to_client, &down),
+        &clock,
+        idle_timeout,
+    )
+    .await;
+    RelayStats { client_to_backend: up.total(), backend_to_client: down.total(), end }
 }
 
-/// Copy `from` → `to` until `from` finishes, then shut `to` down (pass the FIN on).
-async fn pump<R, W>(
-    mut from: R,
-    mut to: W,
-    from_side: Side,
-    to_side: Side,
-    moved: &AtomicU64,
-    last_activity: &AtomicU64,
-    start: Instant,
-) -> Result<(), (Side, io::Error)>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buffer = vec![0u8; BUFFER_SIZE];
-    loop {
-        let n = from.read(&mut buffer).await.map_err(|e| (from_side, e))?;
-        if n == 0 {
-            // Shutting down a half whose peer already left is not an error worth reporting.
-            let _ = to.shutdown().await;
-            return Ok(());
-        }
-        to.write_all(&buffer[..n]).await.map_err(|e| (to_side, e))?;
-        moved.fetch_add(n as u64, Ordering::Relaxed);
-        last_activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+/// Run both directions until both finish, one fails, or nothing moved for `idle_timeout`.
+async fn drive(
+    up: impl Future<Output = Result<(), RelayEnd>>,
+    down: impl Future<Output = Result<(), RelayEnd>>,
+    clock: &Clock,
+    idle_timeout: Duration,
+) -> RelayEnd {
+    tokio::select! {
+        result = async { tokio::try_join!(up, down) } => match result {
+            Ok(_) => RelayEnd::Done,
+            Err(end) => end,
+        },
+        () = clock.idle_for(idle_timeout) => RelayEnd::Idle,
     }
 }
 
-/// Resolves once nothing has moved for `timeout`.
-async fn idle(last_activity: &AtomicU64, start: Instant, timeout: Duration) {
-    loop {
-        let last = start + Duration::from_millis(last_activity.load(Ordering::Relaxed));
-        let deadline = last + timeout;
-        if Instant::now() >= deadline {
-            return;
+/// When the last byte moved, in either direction.
+struct Clock {
+    start: Instant,
+    /// Milliseconds since `start` of the last byte moved.
+    last_activity: AtomicU64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Self { start: Instant::now(), last_activity: AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        self.last_activity.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let last = self.start + Duration::from_millis(self.last_activity.load(Ordering::Relaxed));
+            let deadline = last + timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
         }
-        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// One direction of a relay: the side it reads, the side it writes, and
+/// how many bytes it delivered.
+struct Flow<'a> {
+    from: Side,
+    to: Side,
+    moved: AtomicU64,
+    clock: &'a Clock,
+}
+
+impl<'a> Flow<'a> {
+    fn new(from: Side, to: Side, clock: &'a Clock) -> Self {
+        Self { from, to, moved: AtomicU64::new(0), clock }
+    }
+
+    /// `n` bytes reached the other side.
+    fn delivered(&self, n: usize) {
+        self.moved.fetch_add(n as u64, Ordering::Relaxed);
+        self.clock.touch();
+    }
+
+    fn read_error(&self, error: io::Error) -> RelayEnd {
+        self.from.error(error)
+    }
+
+    fn write_error(&self, error: io::Error) -> RelayEnd {
+        self.to.error(error)
+    }
+
+    fn total(&self) -> u64 {
+        self.moved.load(Ordering::Relaxed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::duplex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
     #[tokio::test]
     async fn half_close_keeps_the_other_direction_flowing() {
