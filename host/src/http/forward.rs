@@ -205,6 +205,8 @@ async fn tunnel(client: Upgraded, backend: Upgraded, idle: Duration) -> RelaySta
     let (unread, client_tcp) = client.io.into_inner().into_parts();
     let to_backend =
         if unread.is_empty() { client.read_buf } else { [&client.read_buf[..], &unread[..]].concat().into() };
+    // `unread` is what is left of the sniff buffer: not kept alive for the tunnel's whole life.
+    drop(unread);
     let pending = Pending { to_backend, to_client: backend.read_buf };
     relay_tcp(client_tcp, backend.io.into_inner(), pending, idle).await
 }
