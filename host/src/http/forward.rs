@@ -18,7 +18,7 @@ use crate::config::HashKey;
 use crate::io::PrefixedIo;
 use crate::plugin::ForwardTo;
 use crate::proxy_protocol::{self, ProxiedAddrs};
-use crate::relay::{Pending, RelayStats, relay, relay_copy, relay_tcp};
+use crate::relay::{Pending, RelayStats, forget_previous_task, relay, relay_copy, relay_tcp};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -208,7 +208,12 @@ async fn tunnel(client: Upgraded, backend: Upgraded, idle: Duration) -> RelaySta
     // `unread` is what is left of the sniff buffer: not kept alive for the tunnel's whole life.
     drop(unread);
     let pending = Pending { to_backend, to_client: backend.read_buf };
-    relay_tcp(client_tcp, backend.io.into_inner(), pending, idle).await
+    let backend_tcp = backend.io.into_inner();
+    // Both sockets come from tasks that have finished (the client's HTTP
+    // connection, the backend's client connection): let those tasks go.
+    forget_previous_task(&client_tcp);
+    forget_previous_task(&backend_tcp);
+    relay_tcp(client_tcp, backend_tcp, pending, idle).await
 }
 
 /// A response body that keeps its server counted as active until it ends.

@@ -188,6 +188,19 @@ where
     relay_copy(client, backend, Pending::default(), idle_timeout).await
 }
 
+/// Drop the waker a stream may still hold for the task that used it before
+/// (tokio keeps the last `poll_read_ready`/`poll_write_ready` waker in the
+/// stream's readiness slots). A stream handed over from another task (the
+/// HTTP connection that upgraded to a WebSocket) would otherwise keep that
+/// finished task's whole future allocated for as long as the tunnel lives:
+/// ~14 KiB per idle WebSocket, measured with heaptrack.
+pub fn forget_previous_task(stream: &TcpStream) {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    // Pending (the usual, idle case) stores the no-op waker in place of the old one.
+    let _ = stream.poll_read_ready(&mut cx);
+    let _ = stream.poll_write_ready(&mut cx);
+}
+
 /// Relay between two plain TCP streams: spliced in the kernel on Linux,
 /// copied elsewhere. `pending` is written before anything else moves.
 pub async fn relay_tcp(client: TcpStream, backend: TcpStream, pending: Pending, idle_timeout: Duration) -> RelayStats {
