@@ -16,11 +16,16 @@ use tokio::net::TcpListener;
 
 type Body = Empty<bytes::Bytes>;
 
-/// A proxy whose path plugin sends everything to backend `pool` (three
+/// A proxy whose path plugin sends everything to backend `pool` (the given
 /// servers) configured with `backend_extra` lines.
 async fn pool_proxy(servers: &[&HttpBackend], backend_extra: &str) -> Proxy {
     let servers: Vec<String> = servers.iter().map(|s| format!("\"{}\"", s.addr)).collect();
-    Proxy::start(&format!(
+    Proxy::start(&pool_config(&servers.join(", "), backend_extra)).await
+}
+
+/// The config of [`pool_proxy`], with `servers` as TOML array items.
+fn pool_config(servers: &str, backend_extra: &str) -> String {
+    format!(
         r#"
 [[listeners]]
 name = "main"
@@ -29,7 +34,7 @@ sniff = "sniff"
 route = "path"
 
 [backends.pool]
-servers = [{}]
+servers = [{servers}]
 connect-timeout = "500ms"
 {backend_extra}
 
@@ -39,10 +44,8 @@ builtin = "sniff"
 builtin = "path"
 [plugins.path.settings]
 default-backend = "pool"
-"#,
-        servers.join(", ")
-    ))
-    .await
+"#
+    )
 }
 
 /// One request on a new connection: status, body, Set-Cookie.
@@ -345,14 +348,11 @@ async fn proxy_protocol_accepted_from_trusted_networks_only() {
 #[tokio::test]
 async fn weights_shape_round_robin() {
     let servers = three().await;
-    let proxy = Proxy::start(&format!(
-        "[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\nsniff = \"sniff\"\nroute = \"path\"\n\
-         [backends.pool]\nservers = [{{ address = \"{}\", weight = 3 }}, \"{}\", {{ address = \"{}\" }}]\n\
-         [plugins.sniff]\nbuiltin = \"sniff\"\n[plugins.path]\nbuiltin = \"path\"\n\
-         [plugins.path.settings]\ndefault-backend = \"pool\"\n",
+    let entries = format!(
+        "{{ address = \"{}\", weight = 3 }}, \"{}\", {{ address = \"{}\" }}",
         servers[0].addr, servers[1].addr, servers[2].addr
-    ))
-    .await;
+    );
+    let proxy = Proxy::start(&pool_config(&entries, "")).await;
     for _ in 0..50 {
         assert_eq!(request(proxy.addr("main"), &[]).await.0, StatusCode::OK);
     }
@@ -424,13 +424,7 @@ async fn hang_up_backend() -> (SocketAddr, std::sync::Arc<std::sync::atomic::Ato
 }
 
 async fn hang_up_proxy(hang_up: SocketAddr, good: SocketAddr, retry: bool) -> Proxy {
-    Proxy::start(&format!(
-        "[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\nsniff = \"sniff\"\nroute = \"path\"\n\
-         [backends.pool]\nservers = [\"{hang_up}\", \"{good}\"]\nretry-idempotent = {retry}\n\
-         [plugins.sniff]\nbuiltin = \"sniff\"\n[plugins.path]\nbuiltin = \"path\"\n\
-         [plugins.path.settings]\ndefault-backend = \"pool\"\n"
-    ))
-    .await
+    Proxy::start(&pool_config(&format!("\"{hang_up}\", \"{good}\""), &format!("retry-idempotent = {retry}"))).await
 }
 
 #[tokio::test]
@@ -484,15 +478,8 @@ async fn a_raw_connection_goes_to_the_listener_fallback_when_its_backend_has_no_
 #[tokio::test]
 async fn a_server_name_stands_for_every_address_it_resolves_to() {
     let server = http_backend("named").await;
-    let proxy = Proxy::start(&format!(
-        "[admin]\nbind = \"127.0.0.1:0\"\n\
-         [[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\nsniff = \"sniff\"\nroute = \"path\"\n\
-         [backends.pool]\nservers = [\"localhost:{}\"]\nresolve-interval = \"100ms\"\n\
-         [plugins.sniff]\nbuiltin = \"sniff\"\n[plugins.path]\nbuiltin = \"path\"\n\
-         [plugins.path.settings]\ndefault-backend = \"pool\"\n",
-        server.addr.port()
-    ))
-    .await;
+    let pool = pool_config(&format!("\"localhost:{}\"", server.addr.port()), "resolve-interval = \"100ms\"");
+    let proxy = Proxy::start(&format!("[admin]\nbind = \"127.0.0.1:0\"\n{pool}")).await;
     for _ in 0..6 {
         // localhost may also resolve to ::1, where nothing listens: that connect fails over.
         let (status, body, _) = request(proxy.addr("main"), &[]).await;
@@ -500,20 +487,11 @@ async fn a_server_name_stands_for_every_address_it_resolves_to() {
     }
     // Re-resolution every 100 ms keeps the same servers (and their state).
     tokio::time::sleep(Duration::from_millis(350)).await;
-    let status = http_get(proxy.admin_addr().unwrap(), "/status").await;
+    let status = admin_get(proxy.admin_addr().unwrap(), "/status").await;
     let entry = format!("\"entry\": \"localhost:{}\"", server.addr.port());
     let addr = format!("\"addr\": \"{}\"", server.addr);
     assert!(status.contains(&entry) && status.contains(&addr), "{status}");
     assert_eq!(request(proxy.addr("main"), &[]).await.0, StatusCode::OK);
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    String::from_utf8(read_to_end(&mut stream).await).unwrap()
 }
 
 #[tokio::test]

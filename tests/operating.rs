@@ -124,7 +124,7 @@ default-backend = "web"
     // The access task counts a connection just after the client sees it close.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let metrics = loop {
-        let metrics = get(admin, "/metrics").await;
+        let metrics = admin_get(admin, "/metrics").await;
         if metrics.contains("sluice_connections_total{listener=\"metered\",protocol=\"forward-default\"} 1") {
             break metrics;
         }
@@ -144,24 +144,12 @@ default-backend = "web"
     }
     assert!(metrics.contains("sluice_plugin_decision_seconds_count{plugin=\"path\",world=\"router\"}"));
 
-    assert_eq!(get(admin, "/healthz").await, "ok\n");
-    let status: serde_json::Value = serde_json::from_str(&get(admin, "/status").await).unwrap();
+    assert_eq!(admin_get(admin, "/healthz").await, "ok\n");
+    let status: serde_json::Value = serde_json::from_str(&admin_get(admin, "/status").await).unwrap();
     assert_eq!(status["listeners"][0]["name"], "metered");
     let plugins = status["plugins"].as_array().unwrap();
     assert!(plugins.iter().any(|p| p["name"] == "sniff" && p["sha256"].as_str().unwrap().len() == 64), "{status}");
     assert_eq!(status["backends"][1]["servers"][0]["up"], true, "{status}");
-}
-
-async fn get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (_, body) = response.split_once("\r\n\r\n").unwrap();
-    body.to_string()
 }
 
 #[tokio::test]

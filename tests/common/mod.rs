@@ -129,3 +129,15 @@ pub async fn closed_without_data(stream: &mut TcpStream) -> bool {
         Err(_) => panic!("the connection stayed open"),
     }
 }
+
+/// The body of `GET path` on the admin listener (one request, `Connection: close`).
+pub async fn admin_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let response = String::from_utf8(read_to_end(&mut stream).await).unwrap();
+    let (_, body) = response.split_once("\r\n\r\n").unwrap();
+    body.to_string()
+}

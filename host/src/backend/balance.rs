@@ -34,7 +34,7 @@ impl Backend {
             (None, Balance::LeastConnections) => {
                 let first = self.next.fetch_add(1, Ordering::Relaxed) % up.len();
                 up.rotate_left(first); // ties go round-robin (the sort is stable)
-                // a.active / a.weight < b.active / b.weight, without division.
+                // Active connections per unit of weight, scaled so integer division keeps precision.
                 up.sort_by_key(|s| s.active() as u64 * 1_000_000 / u64::from(s.weight));
             }
         }
