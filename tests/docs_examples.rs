@@ -43,7 +43,8 @@ fn toml_blocks(page: &Path) -> Vec<Example> {
                 current = Some(Example { page: page.to_path_buf(), line: index + 1, text: String::new() });
             }
             Some(example) if trimmed.starts_with("```") => {
-                examples.push(std::mem::replace(example, Example { page: PathBuf::new(), line: 0, text: String::new() }));
+                examples
+                    .push(std::mem::replace(example, Example { page: PathBuf::new(), line: 0, text: String::new() }));
                 current = None;
             }
             Some(example) => {
@@ -96,7 +97,8 @@ fn every_toml_example_in_the_docs_is_accepted() {
     let scratch = std::env::temp_dir().join(format!("sluice-docs-examples-{}", std::process::id()));
     let mut failures = Vec::new();
     for (n, example) in examples.iter().enumerate() {
-        let at = format!("{}:{}", example.page.strip_prefix(repo_root()).unwrap_or(&example.page).display(), example.line);
+        let at =
+            format!("{}:{}", example.page.strip_prefix(repo_root()).unwrap_or(&example.page).display(), example.line);
         let parsed: toml::Table = match toml::from_str(&example.text) {
             Ok(table) => table,
             Err(e) => {
@@ -112,7 +114,8 @@ fn every_toml_example_in_the_docs_is_accepted() {
         write_certificates(&parsed, &dir);
         let config = dir.join("sluice.toml");
         std::fs::write(&config, &example.text).unwrap();
-        let output = Command::new(env!("CARGO_BIN_EXE_sluice")).arg("check").arg("--config").arg(&config).output().unwrap();
+        let output =
+            Command::new(env!("CARGO_BIN_EXE_sluice")).arg("check").arg("--config").arg(&config).output().unwrap();
         if !output.status.success() {
             failures.push(format!(
                 "{at}: `sluice check` refused it (mark a partial example with a first line `# fragment`):\n{}",
@@ -121,5 +124,11 @@ fn every_toml_example_in_the_docs_is_accepted() {
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
-    assert!(failures.is_empty(), "{} of {} TOML examples failed:\n\n{}", failures.len(), examples.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} TOML examples failed:\n\n{}",
+        failures.len(),
+        examples.len(),
+        failures.join("\n")
+    );
 }
