@@ -9,6 +9,7 @@
 //! `CI=true`, where a missing tool fails the test.
 
 mod common;
+#[path = "packaging/kubernetes.rs"]
 mod kubernetes;
 
 use std::collections::BTreeMap;
