@@ -160,7 +160,7 @@ impl App {
             tokio::spawn(admin::serve(listener, admin, stop_accepting.clone()));
         }
         for (demo, listener) in self.demo_servers {
-            tokio::spawn(demo::serve(demo.kind, listener, stop_accepting.clone()));
+            tokio::spawn(demo::serve(demo, listener, stop_accepting.clone()));
         }
         // The reloader owns the listeners from here on: reloads add and remove them.
         let mut reloader = Reloader::new(

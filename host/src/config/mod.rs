@@ -252,6 +252,9 @@ impl Default for PluginLimits {
 pub struct DemoServer {
     pub bind: SocketAddr,
     pub kind: DemoKind,
+    /// What it calls itself in its answers (`name`, default: the kind), so
+    /// curl shows which backend a request reached.
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

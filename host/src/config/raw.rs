@@ -166,6 +166,7 @@ struct RawPlugin {
 struct RawDemoServer {
     bind: String,
     kind: String,
+    name: Option<String>,
 }
 
 /// A size written as a number of bytes or a string with a unit.
@@ -419,8 +420,12 @@ impl RawConfig {
                     None
                 }
             };
+            let name = raw.name.clone().unwrap_or_else(|| raw.kind.clone());
+            if name.is_empty() || name.chars().any(char::is_control) {
+                problems.add(format!("demo-servers[{i}].name"), "a name must be non-empty text on one line");
+            }
             if let (Some(bind), Some(kind)) = (bind, kind) {
-                demo_servers.push(DemoServer { bind, kind });
+                demo_servers.push(DemoServer { bind, kind, name });
             }
         }
 
