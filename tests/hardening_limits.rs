@@ -75,8 +75,8 @@ async fn one_client_address_cannot_take_every_connection() {
 #[tokio::test]
 async fn new_connections_beyond_the_per_client_rate_are_closed() {
     let echo = tagged_echo("echo").await;
-    let config = echo_listener("", echo)
-        + "[listeners.per-client]\nnew-connections-per-second = 1\nnew-connections-burst = 3\n";
+    let config =
+        echo_listener("", echo) + "[listeners.per-client]\nnew-connections-per-second = 1\nnew-connections-burst = 3\n";
     let proxy = Proxy::start(&config).await;
     let addr = proxy.addr("main");
     // One per second after a burst of three: twenty in a row cannot all pass.
@@ -106,7 +106,9 @@ async fn get(stream: &mut TcpStream) -> Option<String> {
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             let length: usize = head
                 .lines()
-                .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                .find_map(|line| {
+                    line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                })
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             if body.len() >= length {
@@ -417,5 +419,8 @@ async fn memory_returns_to_near_the_baseline_after_a_flood() {
     }
     stop(child);
     println!("RSS: baseline {baseline} KiB, peak {peak} KiB, after the flood {after} KiB");
-    assert!(after <= bound(baseline, peak), "RSS stayed at {after} KiB after the flood (baseline {baseline} KiB, peak {peak} KiB)");
+    assert!(
+        after <= bound(baseline, peak),
+        "RSS stayed at {after} KiB after the flood (baseline {baseline} KiB, peak {peak} KiB)"
+    );
 }

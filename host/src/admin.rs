@@ -51,7 +51,11 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, limits: AdminConfig
         let Ok(permit) = open.clone().try_acquire_owned() else {
             static LOG: Throttled = Throttled::new();
             if let Some(suppressed) = LOG.ready() {
-                tracing::warn!(max_connections = limits.max_connections, suppressed, "admin connection refused: cap reached");
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    suppressed,
+                    "admin connection refused: cap reached"
+                );
             }
             crate::limits::count_refusal("admin-max-connections");
             continue; // dropping `stream` closes it

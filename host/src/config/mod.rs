@@ -61,7 +61,6 @@ pub struct GlobalLimits {
     pub max_sniffing: usize,
 }
 
-
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     pub name: ListenerName,

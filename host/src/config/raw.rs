@@ -3,8 +3,8 @@
 use super::units::{parse_duration, parse_size};
 use super::{
     AdminConfig, BackendConfig, Balance, CertificateConfig, Config, DemoKind, DemoServer, FORWARDED_HEADER_NAMES,
-    Fallback, ForwardedHeaders, HashKey, HealthCheck, ListenerConfig, MAX_INSPECT_BYTES,
-    MAX_PLUGIN_MEMORY, PluginConfig, PluginLimits, PluginSource, Problem, ServerSpec, StickyCookie,
+    Fallback, ForwardedHeaders, HashKey, HealthCheck, ListenerConfig, MAX_INSPECT_BYTES, MAX_PLUGIN_MEMORY,
+    PluginConfig, PluginLimits, PluginSource, Problem, ServerSpec, StickyCookie,
 };
 use crate::builtin;
 use crate::names::{BackendName, ListenerName, PluginName};
@@ -239,7 +239,9 @@ impl RawConfig {
         }
         // Limits (config/limits.rs): the global ones first, the per-client defaults derive from them.
         let fd_budget = super::limits::budget(
-            self.admin.as_ref().map(|admin| admin.max_connections.unwrap_or(super::limits::DEFAULT_ADMIN_MAX_CONNECTIONS)),
+            self.admin
+                .as_ref()
+                .map(|admin| admin.max_connections.unwrap_or(super::limits::DEFAULT_ADMIN_MAX_CONNECTIONS)),
             self.listeners.len(),
             self.backends.values().map(|backend| backend.servers.len()).sum(),
         );

@@ -40,7 +40,7 @@ fn redact(message: &str) -> String {
         match quote {
             Some(open) if c == open => {
                 quote = None;
-                out.push_str("…");
+                out.push('…');
                 out.push(c);
             }
             Some(_) => {}
@@ -76,7 +76,10 @@ mod tests {
 
     #[test]
     fn values_in_serde_messages_are_dropped() {
-        assert_eq!(redact("invalid type: string \"Bearer x\", expected usize"), "invalid type: string \"…\", expected usize");
+        assert_eq!(
+            redact("invalid type: string \"Bearer x\", expected usize"),
+            "invalid type: string \"…\", expected usize"
+        );
         assert_eq!(redact("unknown variant `s3cret`, expected `a` or `b`"), "unknown variant `…`, expected `a` or `b`");
         assert_eq!(redact("unknown field `password`, expected `bind`"), "unknown field `password`, expected `bind`");
     }

@@ -43,7 +43,13 @@ pub async fn release_after_floods(open: TaskTracker, stop: CancellationToken) {
             continue;
         }
         let released = tokio::task::spawn_blocking(trim).await.unwrap_or(false);
-        tracing::debug!(open = now_open, high, ended = ended - ended_at_trim, released, "returned freed memory to the system");
+        tracing::debug!(
+            open = now_open,
+            high,
+            ended = ended - ended_at_trim,
+            released,
+            "returned freed memory to the system"
+        );
         crate::metrics::count("sluice_memory_trims_total", Vec::new(), 1);
         high = now_open;
         ended_at_trim = ended;

@@ -134,7 +134,8 @@ impl ClientLimiter {
     /// Keep `previous`'s state (a reload): open connections stay counted,
     /// and rate limiters whose rate did not change keep their history.
     pub fn continue_from(&mut self, previous: &ClientLimiter) {
-        if (self.limits.ipv4_prefix, self.limits.ipv6_prefix) != (previous.limits.ipv4_prefix, previous.limits.ipv6_prefix)
+        if (self.limits.ipv4_prefix, self.limits.ipv6_prefix)
+            != (previous.limits.ipv4_prefix, previous.limits.ipv6_prefix)
         {
             return; // the keys mean something else now
         }
@@ -232,7 +233,7 @@ impl KeyedRate {
 
     /// Take one unit for `key`; `Err` with the wait until the next one.
     fn check(&self, key: &ClientKey) -> Result<(), Duration> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % MAINTAIN_EVERY == 0 {
+        if self.checks.fetch_add(1, Ordering::Relaxed).is_multiple_of(MAINTAIN_EVERY) {
             self.maintain();
         }
         let limiter = self.limiter.load();
@@ -255,7 +256,11 @@ impl KeyedRate {
         if limiter.len() > MAX_KEYS {
             static LOG: Throttled = Throttled::new();
             if let Some(suppressed) = LOG.ready() {
-                tracing::warn!(keys = limiter.len(), suppressed, "per-client rate limiter overfilled by many sources: started afresh");
+                tracing::warn!(
+                    keys = limiter.len(),
+                    suppressed,
+                    "per-client rate limiter overfilled by many sources: started afresh"
+                );
             }
             self.limiter.store(Arc::new(RateLimiter::keyed(self.quota)));
         }
