@@ -122,21 +122,67 @@ impl RawPerClient {
 }
 
 /// The admin listener's `header-timeout` and `max-connections`.
-pub(super) fn admin(header_timeout: Option<&str>, max_connections: Option<u32>) -> Result<(Duration, u32), Problem> {
-    let header_timeout = match header_timeout {
+pub(super) fn admin(
+    header_timeout: Option<&str>,
+    max_connections: Option<u32>,
+) -> Result<(Duration, u32), Vec<Problem>> {
+    let mut problems = Vec::new();
+    let header_timeout = match header_timeout.map(|text| (text, parse_duration(text))) {
         None => DEFAULT_ADMIN_HEADER_TIMEOUT,
-        Some(text) => match parse_duration(text) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => return Err(problem("admin.header-timeout", &format!("`{text}` must be longer than zero"))),
-            Err(e) => return Err(problem("admin.header-timeout", &e)),
-        },
+        Some((_, Ok(d))) if !d.is_zero() => d,
+        Some((text, Ok(_))) => {
+            problems.push(problem("admin.header-timeout", &format!("`{text}` must be longer than zero")));
+            Duration::ZERO
+        }
+        Some((_, Err(e))) => {
+            problems.push(problem("admin.header-timeout", &e));
+            Duration::ZERO
+        }
     };
-    match max_connections.unwrap_or(DEFAULT_ADMIN_MAX_CONNECTIONS) {
-        0 => Err(problem("admin.max-connections", "must be at least 1")),
-        n => Ok((header_timeout, n)),
+    let max_connections = max_connections.unwrap_or(DEFAULT_ADMIN_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        problems.push(problem("admin.max-connections", "must be at least 1"));
     }
+    if problems.is_empty() { Ok((header_timeout, max_connections)) } else { Err(problems) }
 }
 
 fn problem(field: &str, message: &str) -> Problem {
     Problem { field: field.to_string(), message: message.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    const LISTENER: &str = "[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\nsniff = \"sniff\"\n\
+                            [plugins.sniff]\nbuiltin = \"sniff\"\n";
+
+    #[test]
+    fn per_client_defaults_derive_from_the_global_cap() {
+        let config =
+            Config::parse(&format!("[limits]\nmax-connections = 400\n{LISTENER}"), Path::new("t.toml")).unwrap();
+        let per_client = config.listeners[0].per_client;
+        assert_eq!(per_client.max_connections, Some(100));
+        assert_eq!(per_client.new_connections.map(|r| (r.per_second, r.burst)), Some((1_000, 2_000)));
+        assert_eq!((per_client.ipv4_prefix, per_client.ipv6_prefix), (32, 64));
+        assert_eq!(config.limits.max_sniffing, 400, "max-sniffing never exceeds max-connections by default");
+    }
+
+    #[test]
+    fn bad_limits_are_named_by_field() {
+        let text = format!(
+            "[admin]\nmax-connections = 0\nheader-timeout = \"0s\"\n{LISTENER}\
+             [listeners.per-client]\nipv4-prefix = 33\nhttp-requests-burst = 0\nmax-connections = 0\n"
+        );
+        let error = Config::parse(&text, Path::new("t.toml")).unwrap_err().to_string();
+        for want in [
+            "listeners[0].per-client.ipv4-prefix: 33 is out of range (1 to 32)",
+            "listeners[0].per-client.http-requests-burst: must be at least 1",
+            "admin.header-timeout: `0s` must be longer than zero",
+            "admin.max-connections: must be at least 1",
+        ] {
+            assert!(error.contains(want), "missing {want:?} in {error}");
+        }
+    }
 }

@@ -452,7 +452,7 @@ impl RawConfig {
                 let bind = admin.bind.as_deref().unwrap_or("127.0.0.1:9901");
                 let bind = problems.check("admin.bind", parse_socket_addr(bind));
                 let caps = super::limits::admin(admin.header_timeout.as_deref(), admin.max_connections);
-                let caps = caps.map_err(|problem| problems.0.push(problem)).ok();
+                let caps = caps.map_err(|errors| problems.0.extend(errors)).ok();
                 bind.zip(caps).map(|(bind, (header_timeout, max_connections))| AdminConfig {
                     bind,
                     header_timeout,
