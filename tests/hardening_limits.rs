@@ -91,6 +91,43 @@ async fn new_connections_beyond_the_per_client_rate_are_closed() {
     proxy.stop().await;
 }
 
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_client_its_header_names_is_counted() {
+    let echo = tagged_echo("echo").await;
+    let config = echo_listener("", echo).replace(
+        "inspect-timeout = \"30s\"\n",
+        "inspect-timeout = \"30s\"\nproxy-protocol-from = [\"127.0.0.0/8\"]\n\
+         [listeners.per-client]\nmax-connections = 1\n",
+    );
+    let proxy = Proxy::start(&config).await;
+    let addr = proxy.addr("main");
+    let from = |client: &'static str| async move {
+        let mut stream = connect_from(FIRST, addr).await;
+        let header = format!("PROXY TCP4 {client} 127.0.0.1 5000 443\r\nSSH-2.0-x\r\n");
+        stream.write_all(header.as_bytes()).await.unwrap();
+        stream
+    };
+    // Every connection comes from 127.0.0.1, but they are counted by the client their header names:
+    // one open connection each. Connections that were served stay open (they hold the slot).
+    let mut held = Vec::new();
+    let mut served_count = 0;
+    for _ in 0..3 {
+        let mut stream = from("203.0.113.7").await;
+        let mut tag = [0u8; 5];
+        if matches!(tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut tag)).await, Ok(Ok(_))) {
+            served_count += 1;
+        }
+        held.push(stream);
+    }
+    assert_eq!(served_count, 1, "one connection for 203.0.113.7, the others refused");
+    let mut other = from("198.51.100.9").await;
+    let mut tag = [0u8; 5];
+    other.read_exact(&mut tag).await.expect("another proxied client is served");
+    assert_eq!(&tag, b"echo\n");
+    drop((held, other));
+    proxy.stop().await;
+}
+
 /// `GET /` on a keep-alive connection: the response head and body as text.
 async fn get(stream: &mut TcpStream) -> Option<String> {
     stream.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await.ok()?;
