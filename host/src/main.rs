@@ -140,6 +140,7 @@ fn main() -> ExitCode {
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let _flush_logs_on_exit = init_logging(args.log_format, "info");
+    raise_fd_limit();
     let config = Config::load(&args.config)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.threads {
@@ -169,9 +170,14 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     // The verdict goes to stdout and problems to stderr; the info lines of
     // loading plugins would only be noise there (SLUICE_LOG still overrides).
     let _flush_logs_on_exit = init_logging(LogFormat::Human, "warn");
+    raise_fd_limit();
     let config = Config::load(&args.config)?;
     let runtime = sluice::plugin::wasm::Runtime::new()?;
     sluice::state::Snapshot::build(&config, &runtime)?;
+    println!("{}", sluice::limits::fd_budget::summary(&config));
+    for warning in sluice::limits::fd_budget::warnings(&config) {
+        println!("warning: {warning}");
+    }
     println!(
         "{}: ok ({} listeners, {} backends, {} plugins loaded and probed)",
         args.config.display(),
@@ -180,6 +186,18 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         config.plugins.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raise the soft file-descriptor limit to the hard one before the config
+/// is loaded: the default `max-connections` is derived from it.
+fn raise_fd_limit() {
+    match sluice::limits::fd_budget::raise_limit() {
+        Ok(raised) if raised.now > raised.before => {
+            tracing::info!(from = raised.before, to = raised.now, "raised the file-descriptor limit")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file-descriptor limit"),
+    }
 }
 
 fn plugin_test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
