@@ -50,8 +50,8 @@ fn echo_listener(extra: &str, echo: SocketAddr) -> String {
 #[tokio::test]
 async fn one_client_address_cannot_take_every_connection() {
     let echo = tagged_echo("echo").await;
-    // Only the global cap is set: the per-client cap defaults to a quarter of it (2).
-    let proxy = Proxy::start(&echo_listener("[limits]\nmax-connections = 8", echo)).await;
+    // Only the global cap is set: the per-client cap defaults to half of it (2).
+    let proxy = Proxy::start(&echo_listener("[limits]\nmax-connections = 4", echo)).await;
     let addr = proxy.addr("main");
     // Two silent connections from the first address hold its share...
     let mut silent = Vec::new();

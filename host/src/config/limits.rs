@@ -31,10 +31,12 @@ pub struct Rate {
     pub burst: u32,
 }
 
-pub const DEFAULT_NEW_CONNECTIONS_PER_SECOND: u32 = 1_000;
-pub const DEFAULT_HTTP_REQUESTS_PER_SECOND: u32 = 2_000;
-/// The default per-client cap is this share of `[limits] max-connections`.
-pub const DEFAULT_PER_CLIENT_SHARE: usize = 4;
+/// By default one client address may hold at most this share (1/2) of
+/// `[limits] max-connections`, so no single source can take every slot.
+/// The rate limits are off unless configured: many real clients share one
+/// address (a NAT, a load balancer without PROXY protocol, a benchmark on
+/// loopback), and only the operator knows which listener faces whom.
+pub const DEFAULT_PER_CLIENT_SHARE: usize = 2;
 pub const DEFAULT_ADMIN_MAX_CONNECTIONS: u32 = 64;
 pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Without a configured `max-sniffing`, at most this many (and never more than `max-connections`).
@@ -83,11 +85,8 @@ impl RawPerClient {
             Some(n) => Some(n),
             None => Some((global.max_connections / DEFAULT_PER_CLIENT_SHARE).clamp(1, u32::MAX as usize) as u32),
         };
-        let mut rate = |per_second: Option<u32>, burst: Option<u32>, default: u32, key: &str| {
-            let per_second = per_second.unwrap_or(default);
-            if per_second == 0 {
-                return None; // no limit
-            }
+        let mut rate = |per_second: Option<u32>, burst: Option<u32>, key: &str| {
+            let per_second = per_second.filter(|&n| n > 0)?; // unset or 0: no limit
             let burst = burst.unwrap_or(per_second.saturating_mul(2));
             if burst == 0 {
                 problems.push(problem(&field(&format!("{key}-burst")), "must be at least 1"));
@@ -97,13 +96,11 @@ impl RawPerClient {
         let new_connections = rate(
             self.new_connections_per_second,
             self.new_connections_burst,
-            DEFAULT_NEW_CONNECTIONS_PER_SECOND,
             "new-connections",
         );
         let http_requests = rate(
             self.http_requests_per_second,
             self.http_requests_burst,
-            DEFAULT_HTTP_REQUESTS_PER_SECOND,
             "http-requests",
         );
         let ipv4_prefix = self.ipv4_prefix.unwrap_or(32);
@@ -159,12 +156,13 @@ mod tests {
                             [plugins.sniff]\nbuiltin = \"sniff\"\n";
 
     #[test]
-    fn per_client_defaults_derive_from_the_global_cap() {
+    fn per_client_cap_is_half_the_global_one_and_rates_are_off_by_default() {
         let config =
             Config::parse(&format!("[limits]\nmax-connections = 400\n{LISTENER}"), Path::new("t.toml")).unwrap();
         let per_client = config.listeners[0].per_client;
-        assert_eq!(per_client.max_connections, Some(100));
-        assert_eq!(per_client.new_connections.map(|r| (r.per_second, r.burst)), Some((1_000, 2_000)));
+        assert_eq!(per_client.max_connections, Some(200), "half of the global cap by default");
+        assert_eq!(per_client.new_connections, None);
+        assert_eq!(per_client.http_requests, None);
         assert_eq!((per_client.ipv4_prefix, per_client.ipv6_prefix), (32, 64));
         assert_eq!(config.limits.max_sniffing, 400, "max-sniffing never exceeds max-connections by default");
     }
