@@ -25,9 +25,11 @@
 //! - [`state`]: a snapshot of loaded plugins and backends for one config version.
 //! - [`reload`]: watch the config, plugin and certificate files; validate and swap in new versions.
 //! - [`tls`]: TLS termination (certificates by SNI) and the ClientHello parser.
+//! - [`metrics`]: the Prometheus series; [`access_log`]: request lines, request ids.
 //! - [`demo`]: tiny servers so the examples run with nothing else installed.
 
 pub mod accept;
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod backend;
