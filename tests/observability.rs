@@ -128,21 +128,19 @@ async fn http_bytes_latency_and_backend_series_are_counted() {
     assert_eq!(teapot.status(), 418);
 
     // A WebSocket tunnel: its bytes count when it closes.
-    let (mut socket, _) = tokio_tungstenite::client_async("ws://a.test/ws", TcpStream::connect(addr).await.unwrap())
-        .await
-        .unwrap();
+    let (mut socket, _) =
+        tokio_tungstenite::client_async("ws://a.test/ws", TcpStream::connect(addr).await.unwrap()).await.unwrap();
     socket.send(Message::binary(vec![1u8; 5000])).await.unwrap();
     assert_eq!(socket.next().await.unwrap().unwrap().len(), 5000);
     socket.close(None).await.unwrap();
     while socket.next().await.is_some() {}
+    drop(socket); // the client's FIN: the tunnel ends when both sides have closed
 
     let admin = proxy.admin_addr().unwrap();
     let bytes = |direction: &str| format!("sluice_bytes_total{{listener=\"{listener}\",direction=\"{direction}\"}}");
     // Bodies both ways, plus the WebSocket frames (5000 bytes each way and their framing).
-    let metrics = metrics_when(admin, |m| {
-        sample(m, &bytes("in")) >= 35_000.0 && sample(m, &bytes("out")) >= 105_000.0
-    })
-    .await;
+    let metrics =
+        metrics_when(admin, |m| sample(m, &bytes("in")) >= 35_000.0 && sample(m, &bytes("out")) >= 105_000.0).await;
     assert!(sample(&metrics, &bytes("in")) < 40_000.0, "{metrics}");
     assert!(sample(&metrics, &bytes("out")) < 110_000.0, "{metrics}");
 
@@ -155,7 +153,8 @@ async fn http_bytes_latency_and_backend_series_are_counted() {
         format!("sluice_http_request_duration_seconds{suffix}{{listener=\"{listener}\",class=\"{class}\"}}")
     };
     assert_eq!(sample(&metrics, &latency("_count", "2xx")), 2.0, "{metrics}");
-    let inf = format!("sluice_http_request_duration_seconds_bucket{{listener=\"{listener}\",class=\"2xx\",le=\"+Inf\"}}");
+    let inf =
+        format!("sluice_http_request_duration_seconds_bucket{{listener=\"{listener}\",class=\"2xx\",le=\"+Inf\"}}");
     assert_eq!(sample(&metrics, &inf), 2.0, "{metrics}");
     assert!(sample(&metrics, &latency("_sum", "2xx")) > 0.0, "{metrics}");
 
@@ -280,4 +279,26 @@ async fn the_binary_reopens_its_access_log_on_sigusr1() {
     assert!(lines_when(&log, 1)[0].contains("target=/after "));
     assert!(Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success());
     assert!(child.wait().unwrap().success());
+}
+
+/// `/status` says what started the last reload in words, not Rust debug output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_names_the_reload_trigger_in_words() {
+    let web = http_backend("web").await;
+    let dir = temp_dir("status");
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, config("obs-status", web.addr, "")).unwrap();
+    let app = sluice::App::bind(sluice::Config::load(&path).unwrap()).await.unwrap().with_watch(false);
+    let (reload, admin) = (app.reload_handle(), app.admin_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run(async {
+        let _ = stopped.await;
+    }));
+    reload.reload().await.expect("the reload succeeds");
+    let status: serde_json::Value = serde_json::from_str(&admin_get(admin, "/status").await).unwrap();
+    assert_eq!(status["reload"]["last"]["trigger"], "reload requested", "{status}");
+    assert_eq!(status["reload"]["last"]["files"], serde_json::json!([]), "{status}");
+    assert_eq!(status["reload"]["last"]["ok"], true, "{status}");
+    let _ = stop.send(());
+    running.await.unwrap();
 }

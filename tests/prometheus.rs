@@ -89,7 +89,8 @@ async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let stream = TcpStream::connect(addr).await.ok()?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
     tokio::spawn(connection);
-    let request = hyper::Request::get(path).header("host", addr.to_string()).body(http_body_util::Empty::<bytes::Bytes>::new());
+    let request =
+        hyper::Request::get(path).header("host", addr.to_string()).body(http_body_util::Empty::<bytes::Bytes>::new());
     let response = sender.send_request(request.ok()?).await.ok()?;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.ok()?.to_bytes();
@@ -257,7 +258,9 @@ async fn the_exposition_passes_promtool() {
 fn the_example_scrape_config_and_alert_rules_pass_promtool() {
     let Some(promtool) = tool("promtool") else { return };
     let deploy = repo_root().join("deploy/prometheus");
-    for args in [["check", "rules", "alerts.yml"], ["check", "config", "prometheus.yml"], ["test", "rules", "alerts_test.yml"]] {
+    for args in
+        [["check", "rules", "alerts.yml"], ["check", "config", "prometheus.yml"], ["test", "rules", "alerts_test.yml"]]
+    {
         let output = Command::new(&promtool).args(args).current_dir(&deploy).output().unwrap();
         assert!(
             output.status.success(),
@@ -316,10 +319,13 @@ async fn the_dashboard_and_alerts_use_only_series_sluice_exports() {
     let web = http_backend("web").await;
     let proxy = Proxy::start(&config(web.addr).replace(LISTENER, "prom-names").replace("prom-web", "names-web")).await;
     let metrics = admin_get(proxy.admin_addr().unwrap(), "/metrics").await;
-    let exported: Vec<&str> = metrics.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    let exported: Vec<&str> =
+        metrics.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next()).collect();
     let exists = |name: &str| {
         exported.contains(&name)
-            || ["_bucket", "_sum", "_count"].iter().any(|suffix| name.strip_suffix(suffix).is_some_and(|base| exported.contains(&base)))
+            || ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|suffix| name.strip_suffix(suffix).is_some_and(|base| exported.contains(&base)))
     };
     let alerts = std::fs::read_to_string(repo_root().join("deploy/prometheus/alerts.yml")).unwrap();
     let alert_exprs: Vec<String> =

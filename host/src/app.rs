@@ -212,8 +212,12 @@ fn reload_json(status: &ReloadStatus) -> serde_json::Value {
             Trigger::Request => ("reload requested", Vec::new()),
         };
         match &last.result {
-            Ok(summary) => serde_json::json!({ "at_unix": at, "trigger": trigger, "files": files, "ok": true, "summary": summary }),
-            Err(error) => serde_json::json!({ "at_unix": at, "trigger": trigger, "files": files, "ok": false, "error": error }),
+            Ok(summary) => {
+                serde_json::json!({ "at_unix": at, "trigger": trigger, "files": files, "ok": true, "summary": summary })
+            }
+            Err(error) => {
+                serde_json::json!({ "at_unix": at, "trigger": trigger, "files": files, "ok": false, "error": error })
+            }
         }
     });
     serde_json::json!({ "successes": status.successes, "failures": status.failures, "last": last })

@@ -252,11 +252,16 @@ mod tests {
         latency.observe(Duration::from_millis(3));
         latency.observe(Duration::from_secs(60));
         let text = render();
-        let bucket = |le: &str| format!("sluice_http_request_duration_seconds_bucket{{listener=\"h\",class=\"2xx\",le=\"{le}\"}}");
+        let bucket = |le: &str| {
+            format!("sluice_http_request_duration_seconds_bucket{{listener=\"h\",class=\"2xx\",le=\"{le}\"}}")
+        };
         assert!(text.contains(&format!("{} 0\n", bucket("0.0025"))), "{text}");
         assert!(text.contains(&format!("{} 1\n", bucket("0.005"))), "{text}");
         assert!(text.contains(&format!("{} 1\n", bucket("30"))), "{text}");
         assert!(text.contains(&format!("{} 2\n", bucket("+Inf"))), "{text}");
-        assert!(text.contains("sluice_http_request_duration_seconds_sum{listener=\"h\",class=\"2xx\"} 60.003\n"), "{text}");
+        assert!(
+            text.contains("sluice_http_request_duration_seconds_sum{listener=\"h\",class=\"2xx\"} 60.003\n"),
+            "{text}"
+        );
     }
 }

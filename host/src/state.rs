@@ -7,8 +7,8 @@
 use crate::access_log::{AccessLog, OpenError};
 use crate::backend::Backends;
 use crate::builtin;
-use crate::metrics::http::ListenerHttpMetrics;
 use crate::config::{Config, ListenerConfig, PluginConfig, PluginSource};
+use crate::metrics::http::ListenerHttpMetrics;
 use crate::names::{ListenerName, PluginName};
 use crate::plugin::wasm::{LoadError, Runtime};
 use crate::plugin::{Router, Sniffer};

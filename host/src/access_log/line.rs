@@ -126,7 +126,7 @@ fn civil(at: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
     let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month, day, rest / 3600, rest / 60 % 60, rest % 60, since.subsec_millis())
 }
@@ -207,7 +207,10 @@ mod tests {
     #[test]
     fn text_lines_quote_what_needs_it() {
         let line = format(AccessLogFormat::Text, &entry(), at());
-        assert!(line.starts_with("time=2026-11-30T12:01:39.123Z listener=web client=192.0.2.7:50000 method=GET "), "{line}");
+        assert!(
+            line.starts_with("time=2026-11-30T12:01:39.123Z listener=web client=192.0.2.7:50000 method=GET "),
+            "{line}"
+        );
         assert!(line.contains(" target=\"/a b\\\"c\" status=200 bytes=1234 duration_ms=1.500 "), "{line}");
         assert!(line.ends_with(" request_id=rid-1\n"), "{line}");
     }

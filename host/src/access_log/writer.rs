@@ -121,10 +121,12 @@ impl WriterThread {
                 self.report(out.flush(), &mut failing);
                 match open_append(path) {
                     Ok(file) => {
-                        out = BufWriter::with_capacity(64 << 10, Box::new(file));
+                        out = BufWriter::with_capacity(64 << 10, Box::new(file) as Box<dyn Write + Send>);
                         tracing::info!(path = %path.display(), "access log reopened");
                     }
-                    Err(e) => tracing::error!(path = %path.display(), error = %e, "cannot reopen the access log; still writing to the old file"),
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), error = %e, "cannot reopen the access log; still writing to the old file")
+                    }
                 }
             }
             if let Message::Line(line) = message {
@@ -140,11 +142,11 @@ impl WriterThread {
         match result {
             Err(e) if !*failing => {
                 *failing = true;
-                tracing::error!(path = path(), error = %e, "writing the access log failed; lines are lost until it works again");
+                tracing::error!(path = %path(), error = %e, "writing the access log failed; lines are lost until it works again");
             }
             Ok(()) if *failing => {
                 *failing = false;
-                tracing::info!(path = path(), "writing the access log works again");
+                tracing::info!(path = %path(), "writing the access log works again");
             }
             _ => {}
         }

@@ -39,7 +39,10 @@ impl ListenerHttpMetrics {
     pub fn new(listener: &str) -> Self {
         let labels = |class: &str| vec![("listener", listener.to_string()), ("class", class.to_string())];
         let bytes = |direction: &str| {
-            counter("sluice_bytes_total", vec![("listener", listener.to_string()), ("direction", direction.to_string())])
+            counter(
+                "sluice_bytes_total",
+                vec![("listener", listener.to_string()), ("direction", direction.to_string())],
+            )
         };
         Self {
             responses: CLASSES.map(|class| counter("sluice_http_responses_total", labels(class))),

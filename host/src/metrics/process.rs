@@ -32,7 +32,12 @@ pub(super) fn render(out: &mut String) {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
     };
-    series("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", stats.cpu_seconds);
+    series(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        stats.cpu_seconds,
+    );
     series(
         "process_start_time_seconds",
         "gauge",
@@ -127,7 +132,12 @@ mod tests {
         let mut out = String::new();
         render(&mut out);
         assert!(out.contains("sluice_build_info{version=\""), "{out}");
-        for name in ["process_cpu_seconds_total ", "process_start_time_seconds ", "process_open_fds ", "process_resident_memory_bytes "] {
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_start_time_seconds ",
+            "process_open_fds ",
+            "process_resident_memory_bytes ",
+        ] {
             assert!(out.contains(name), "{name} missing in {out}");
         }
     }
