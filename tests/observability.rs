@@ -43,7 +43,7 @@ fn sample(metrics: &str, series: &str) -> f64 {
 
 /// Poll `/metrics` until `done` holds for it (bounded).
 async fn metrics_when(admin: SocketAddr, done: impl Fn(&str) -> bool) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let metrics = admin_get(admin, "/metrics").await;
         if done(&metrics) {
@@ -63,7 +63,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 /// The file's lines once it has at least `n` (bounded wait: the writer is a thread).
 fn lines_when(path: &Path, n: usize) -> Vec<String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let lines: Vec<String> = text.lines().map(str::to_string).collect();
@@ -234,6 +234,16 @@ async fn combined_lines_go_to_a_file_that_is_reopened_after_rotation() {
     proxy.stop().await;
 }
 
+/// A child process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The binary reopens its access log on a real SIGUSR1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_reopens_its_access_log_on_sigusr1() {
@@ -243,14 +253,16 @@ async fn the_binary_reopens_its_access_log_on_sigusr1() {
     let config_path = dir.join("sluice.toml");
     let config = config("obs-binary", web.addr, "[access-log]\nformat = \"text\"\nfile = \"access.log\"\n");
     std::fs::write(&config_path, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["run", "--config"])
         .arg(&config_path)
         .env("SLUICE_LOG", "warn,sluice::app=info,sluice::reload=info")
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let mut child = Killed(child);
+    let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -267,18 +279,21 @@ async fn the_binary_reopens_its_access_log_on_sigusr1() {
     send(addr, get("/before").body(Full::default()).unwrap()).await;
     assert!(lines_when(&log, 1)[0].contains("target=/before "));
     std::fs::rename(&log, dir.join("access.log.1")).unwrap();
-    assert!(Command::new("kill").arg("-USR1").arg(child.id().to_string()).status().unwrap().success());
+    assert!(Command::new("kill").arg("-USR1").arg(child.0.id().to_string()).status().unwrap().success());
     // The signal is handled asynchronously: send until a line lands in the new file.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !log.exists() {
-        assert!(std::time::Instant::now() < deadline, "no new access log after SIGUSR1");
-        assert!(child.try_wait().unwrap().is_none(), "sluice exited on SIGUSR1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(child.0.try_wait().unwrap().is_none(), "sluice exited on SIGUSR1");
         send(addr, get("/after").body(Full::default()).unwrap()).await;
+        let reopened = std::fs::read_to_string(&log).unwrap_or_default();
+        if reopened.lines().any(|line| line.contains("target=/after ")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no line in a new access log after SIGUSR1");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(lines_when(&log, 1)[0].contains("target=/after "));
-    assert!(Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success());
-    assert!(child.wait().unwrap().success());
+    assert!(Command::new("kill").arg("-TERM").arg(child.0.id().to_string()).status().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
 }
 
 /// `/status` says what started the last reload in words, not Rust debug output.
