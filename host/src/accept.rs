@@ -138,6 +138,9 @@ fn count_connection(listener: &ListenerName, report: &Report) {
     let listener = listener.to_string();
     let protocol = report.verdict.to_string();
     metrics::count("sluice_connections_total", vec![("listener", listener.clone()), ("protocol", protocol)], 1);
+    if let Outcome::Http { .. } = report.outcome {
+        return; // HTTP bodies and tunnels are counted as they flow (see `metrics::http`)
+    }
     metrics::count(
         "sluice_bytes_total",
         vec![("listener", listener.clone()), ("direction", "in".into())],

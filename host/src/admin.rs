@@ -82,7 +82,7 @@ fn answer(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes>> {
         "/healthz" => text(StatusCode::OK, "ok\n", "text/plain"),
         "/metrics" => {
             update_backend_gauges(&admin.snapshot.load());
-            text(StatusCode::OK, &metrics::render(), "text/plain; version=0.0.4")
+            text(StatusCode::OK, &metrics::render(), "text/plain; version=0.0.4; charset=utf-8")
         }
         "/status" => text(StatusCode::OK, &format!("{:#}\n", status(admin)), "application/json"),
         _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /status\n", "text/plain"),

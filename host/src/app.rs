@@ -11,7 +11,7 @@ use crate::config::{Config, DemoServer};
 use crate::demo;
 use crate::names::ListenerName;
 use crate::plugin::wasm::Runtime;
-use crate::reload::{Baseline, ReloadHandle, ReloadStatus, Reloader, Startup};
+use crate::reload::{Baseline, ReloadHandle, ReloadStatus, Reloader, Startup, Trigger};
 use crate::state::{BuildError, Snapshot};
 use arc_swap::ArcSwap;
 use std::future::Future;
@@ -212,9 +212,18 @@ impl App {
 fn reload_json(status: &ReloadStatus) -> serde_json::Value {
     let last = status.last.as_ref().map(|last| {
         let at = last.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        // The trigger as words ("files changed" with the files, or "reload requested").
+        let (trigger, files) = match &last.trigger {
+            Trigger::Files(files) => ("files changed", files.iter().map(|f| f.display().to_string()).collect()),
+            Trigger::Request => ("reload requested", Vec::new()),
+        };
         match &last.result {
-            Ok(summary) => serde_json::json!({ "at_unix": at, "trigger": format!("{:?}", last.trigger), "ok": true, "summary": summary }),
-            Err(error) => serde_json::json!({ "at_unix": at, "trigger": format!("{:?}", last.trigger), "ok": false, "error": error }),
+            Ok(summary) => {
+                serde_json::json!({ "at_unix": at, "trigger": trigger, "files": files, "ok": true, "summary": summary })
+            }
+            Err(error) => {
+                serde_json::json!({ "at_unix": at, "trigger": trigger, "files": files, "ok": false, "error": error })
+            }
         }
     });
     serde_json::json!({ "successes": status.successes, "failures": status.failures, "last": last })

@@ -16,6 +16,7 @@ use crate::config::{Fallback, HashKey};
 use crate::http::{self, HttpStage};
 use crate::io::PrefixedIo;
 use crate::metrics;
+use crate::metrics::http::BackendErrorKind;
 use crate::names::BackendName;
 use crate::plugin::{ConnFacts, TlsFacts, Verdict};
 use crate::proxy_protocol::{self, ProxiedAddrs};
@@ -336,7 +337,11 @@ async fn forward<C: IntoHalves>(
     }
     let mut conn = match connected {
         Ok(conn) => conn,
-        Err(e) => return report.outcome = Outcome::BackendUnavailable(e),
+        Err(e) => {
+            let kind = if e.is_unavailable() { BackendErrorKind::Unavailable } else { BackendErrorKind::Connect };
+            backend.metrics().error(kind);
+            return report.outcome = Outcome::BackendUnavailable(e);
+        }
     };
     report.server = Some(conn.server.addr.clone());
     let mut preamble = Vec::new();

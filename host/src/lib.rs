@@ -26,9 +26,11 @@
 //! - [`reload`]: watch the config, plugin and certificate files; validate and swap in new versions.
 //! - [`tls`]: TLS termination (certificates by SNI) and the ClientHello parser.
 //! - [`limits`]: the file-descriptor budget and per-client limits.
+//! - [`metrics`]: the Prometheus series; [`access_log`]: request lines, request ids.
 //! - [`demo`]: tiny servers so the examples run with nothing else installed.
 
 pub mod accept;
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod backend;

@@ -1,8 +1,9 @@
 //! The `sluice` command: parse arguments, load and validate the config before
 //! binding anything, bind, serve until SIGINT/SIGTERM, drain. While serving,
 //! changed config, plugin and certificate files are reloaded, and so is
-//! everything on SIGHUP. Under systemd (`Type=notify`) each of these steps
-//! is reported to the service manager ([`notify`]).
+//! everything on SIGHUP; SIGUSR1 reopens the access-log file. Under systemd
+//! (`Type=notify`) each of these steps is reported to the service manager
+//! ([`notify`]).
 
 mod notify;
 
@@ -150,6 +151,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let app = App::bind(config).await?.with_grace(args.grace).with_watch(!args.no_watch);
         reload_on_sighup(app.reload_handle())?;
+        reopen_access_log_on_sigusr1()?;
         // Every listener is bound: connections from now on wait in the accept queue.
         let listeners: Vec<_> = app.local_addrs().into_iter().map(|(name, addr)| (name.to_string(), addr)).collect();
         notify::ready(&listeners, app.admin_addr());
@@ -289,6 +291,23 @@ fn reload_on_sighup(reload: sluice::reload::ReloadHandle) -> anyhow::Result<()> 
     }
     #[cfg(not(unix))]
     let _ = reload;
+    Ok(())
+}
+
+/// Reopen the access-log file on every SIGUSR1 (log rotation: rename the
+/// file, then signal; new lines go to a new file at the configured path).
+fn reopen_access_log_on_sigusr1() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut user1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+        tokio::spawn(async move {
+            while user1.recv().await.is_some() {
+                tracing::info!("SIGUSR1: reopening the access log");
+                sluice::access_log::reopen();
+            }
+        });
+    }
     Ok(())
 }
 

@@ -6,7 +6,18 @@
 //! calls) keep the `Arc` handle so they never touch the registry's lock.
 //!
 //! The metric names, in one place so the docs and the code agree:
-//! see [`render`] for the `# HELP` text of each.
+//! see [`HELP`] for the `# HELP` text of each (docs/OPERATING.md lists them
+//! with their labels). Label values come from the config (listener, backend,
+//! plugin names) or from fixed sets (status class, error kind): the number of
+//! series is bounded by the config, never by traffic.
+//!
+//! - [`http`]: the per-listener and per-backend HTTP handles, looked up once
+//!   per config version.
+//! - [`process`]: `sluice_build_info` and the standard `process_*` series,
+//!   read from `/proc` when scraped.
+
+pub mod http;
+mod process;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -24,21 +35,34 @@ struct Registry {
     histograms: BTreeMap<(&'static str, Labels), Arc<Histogram>>,
 }
 
-/// Upper bounds of the decision-latency buckets, in seconds.
-const LATENCY_BUCKETS: [f64; 12] = [1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 1e-2, 1e-1];
+/// Upper bounds of the plugin decision-latency buckets, in seconds.
+pub const DECISION_BUCKETS: &[f64] = &[1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 1e-2, 1e-1];
+
+/// Upper bounds of the HTTP request latency buckets, in seconds: 0.5 ms to 30 s.
+pub const REQUEST_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// A latency histogram updated without locks (hot paths hold an `Arc` to it).
-#[derive(Default)]
 pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    bounds: &'static [f64],
+    buckets: Box<[AtomicU64]>,
     count: AtomicU64,
     sum_nanos: AtomicU64,
 }
 
 impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
     pub fn observe(&self, value: Duration) {
         let seconds = value.as_secs_f64();
-        if let Some(first) = LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
+        if let Some(first) = self.bounds.iter().position(|bound| seconds <= *bound) {
             // Buckets are cumulative when rendered; store the first matching one only.
             self.buckets[first].fetch_add(1, Ordering::Relaxed);
         }
@@ -68,9 +92,15 @@ pub fn gauge(name: &'static str, labels: Labels) -> Arc<AtomicI64> {
     with(|r| r.gauges.entry((name, labels)).or_default().clone())
 }
 
-/// The histogram `name{labels}`, registered on first use.
+/// The histogram `name{labels}` with the plugin decision buckets, registered on first use.
 pub fn histogram(name: &'static str, labels: Labels) -> Arc<Histogram> {
-    with(|r| r.histograms.entry((name, labels)).or_default().clone())
+    histogram_with(name, labels, DECISION_BUCKETS)
+}
+
+/// The histogram `name{labels}` with these bucket bounds, registered on first
+/// use (an existing histogram keeps the bounds it was registered with).
+pub fn histogram_with(name: &'static str, labels: Labels, bounds: &'static [f64]) -> Arc<Histogram> {
+    with(|r| r.histograms.entry((name, labels)).or_insert_with(|| Arc::new(Histogram::new(bounds))).clone())
 }
 
 /// Add `n` to a counter (looks it up: for paths that are not hot).
@@ -127,7 +157,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "counter",
         "Times freed memory was returned to the system after a flood of connections ended.",
     ),
-    ("sluice_bytes_total", "counter", "Bytes relayed by listener and direction (in: from clients)."),
+    (
+        "sluice_bytes_total",
+        "counter",
+        "Bytes relayed by listener and direction (in: from clients); HTTP counts bodies and WebSocket tunnels.",
+    ),
     ("sluice_sniff_verdicts_total", "counter", "Sniff plugin verdicts by listener and verdict."),
     ("sluice_plugin_decision_seconds", "histogram", "Plugin decision latency, instance start included."),
     ("sluice_plugin_failures_total", "counter", "Plugin calls that failed, by plugin and reason."),
@@ -137,6 +171,19 @@ const HELP: &[(&str, &str, &str)] = &[
     ("sluice_backend_server_active", "gauge", "Open connections and requests per backend server."),
     ("sluice_backend_queued", "gauge", "Requests and connections waiting for a backend server under max-connections."),
     ("sluice_reloads_total", "counter", "Configuration and plugin reloads by result."),
+    // HTTP requests, per listener and per backend (see `http`).
+    (
+        "sluice_http_request_duration_seconds",
+        "histogram",
+        "Time from a request head to its response head (time to first byte), by listener and status class.",
+    ),
+    (
+        "sluice_backend_requests_total",
+        "counter",
+        "HTTP requests sent to a backend, by backend and the status class the client got.",
+    ),
+    ("sluice_backend_errors_total", "counter", "Requests and connections a backend failed, by backend and kind."),
+    ("sluice_access_log_dropped_total", "counter", "Access-log lines dropped because the writer fell behind."),
 ];
 
 /// The Prometheus text exposition of every metric.
@@ -153,9 +200,9 @@ pub fn render() -> String {
         }
         for ((metric, labels), histogram) in histograms.iter().filter(|((n, _), _)| n == name) {
             let mut cumulative = 0;
-            for (bucket, bound) in histogram.buckets.iter().zip(LATENCY_BUCKETS) {
+            for (bucket, bound) in histogram.buckets.iter().zip(histogram.bounds) {
                 cumulative += bucket.load(Ordering::Relaxed);
-                let le = format!("{bound:e}");
+                let le = bound.to_string();
                 let _ = writeln!(out, "{metric}_bucket{} {cumulative}", label_text(labels, Some(&le)));
             }
             let count = histogram.count.load(Ordering::Relaxed);
@@ -165,6 +212,7 @@ pub fn render() -> String {
             let _ = writeln!(out, "{metric}_count{} {count}", label_text(labels, None));
         }
     }
+    process::render(&mut out);
     out
 }
 
@@ -204,8 +252,28 @@ mod tests {
         let text = render();
         assert!(text.contains("sluice_reloads_total{result=\"ok\"} 2"), "{text}");
         assert!(text.contains("sluice_backend_server_up{backend=\"web\",server=\"a:1\"} 1"));
-        assert!(text.contains("sluice_plugin_decision_seconds_bucket{plugin=\"p\\\"q\",le=\"2e-6\"} 0"), "{text}");
-        assert!(text.contains("sluice_plugin_decision_seconds_bucket{plugin=\"p\\\"q\",le=\"5e-6\"} 1"), "{text}");
+        assert!(text.contains("sluice_plugin_decision_seconds_bucket{plugin=\"p\\\"q\",le=\"0.000002\"} 0"), "{text}");
+        assert!(text.contains("sluice_plugin_decision_seconds_bucket{plugin=\"p\\\"q\",le=\"0.000005\"} 1"), "{text}");
         assert!(text.contains("sluice_plugin_decision_seconds_count{plugin=\"p\\\"q\"} 1"));
+    }
+
+    #[test]
+    fn request_histograms_use_their_own_buckets() {
+        let labels = || vec![("listener", "h".to_string()), ("class", "2xx".to_string())];
+        let latency = histogram_with("sluice_http_request_duration_seconds", labels(), REQUEST_BUCKETS);
+        latency.observe(Duration::from_millis(3));
+        latency.observe(Duration::from_secs(60));
+        let text = render();
+        let bucket = |le: &str| {
+            format!("sluice_http_request_duration_seconds_bucket{{listener=\"h\",class=\"2xx\",le=\"{le}\"}}")
+        };
+        assert!(text.contains(&format!("{} 0\n", bucket("0.0025"))), "{text}");
+        assert!(text.contains(&format!("{} 1\n", bucket("0.005"))), "{text}");
+        assert!(text.contains(&format!("{} 1\n", bucket("30"))), "{text}");
+        assert!(text.contains(&format!("{} 2\n", bucket("+Inf"))), "{text}");
+        assert!(
+            text.contains("sluice_http_request_duration_seconds_sum{listener=\"h\",class=\"2xx\"} 60.003\n"),
+            "{text}"
+        );
     }
 }

@@ -4,16 +4,17 @@
 //! A connection takes the snapshot that is current when it is accepted and
 //! keeps it to the end, so swapping in a new snapshot never disturbs it.
 
+use crate::access_log::{AccessLog, OpenError};
 use crate::backend::Backends;
 use crate::builtin;
 use crate::config::{Config, ListenerConfig, PluginConfig, PluginSource};
+use crate::metrics::http::ListenerHttpMetrics;
 use crate::names::{ListenerName, PluginName};
 use crate::plugin::wasm::{LoadError, Runtime};
 use crate::plugin::{Router, Sniffer};
 use crate::tls::{CertError, Terminator};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 /// One listener's config and the plugins it uses.
 pub struct ListenerPlan {
@@ -23,9 +24,8 @@ pub struct ListenerPlan {
     pub router: Option<Arc<dyn Router>>,
     /// TLS termination, if the listener has certificates.
     pub tls: Option<Terminator>,
-    /// `sluice_http_responses_total` by status class (1xx to 5xx), looked up
-    /// once here rather than on every request.
-    pub http_responses: [Arc<AtomicU64>; 5],
+    /// The listener's HTTP series, looked up once here rather than on every request.
+    pub http: ListenerHttpMetrics,
     /// Per-client connection and request limits (kept across reloads, see `limits::carry_over`).
     pub per_client: crate::limits::per_client::ClientLimiter,
 }
@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub limits: Arc<ConnLimits>,
     /// Loaded plugins by name, for the status page: (world, SHA-256 of the component).
     pub plugin_versions: Vec<(PluginName, &'static str, String)>,
+    /// Where HTTP request lines go.
+    pub access_log: AccessLog,
 }
 
 /// Permits for open and sniffing connections (see `[limits]`). A reload
@@ -55,6 +57,8 @@ pub enum BuildError {
     Read { plugin: PluginName, path: String, error: std::io::Error },
     #[error("plugin `{plugin}` ({source_desc}) {error}")]
     Load { plugin: PluginName, source_desc: String, error: LoadError },
+    #[error(transparent)]
+    AccessLog(#[from] OpenError),
 }
 
 impl Snapshot {
@@ -98,10 +102,7 @@ impl Snapshot {
                 sniffer: sniffers[&listener.sniff].clone(),
                 router: listener.route.as_ref().map(|route| routers[route].clone()),
                 tls,
-                http_responses: std::array::from_fn(|i| {
-                    let labels = vec![("listener", listener.name.to_string()), ("class", format!("{}xx", i + 1))];
-                    crate::metrics::counter("sluice_http_responses_total", labels)
-                }),
+                http: ListenerHttpMetrics::new(listener.name.as_str()),
                 per_client: crate::limits::per_client::ClientLimiter::new(listener.name.clone(), listener.per_client),
             };
             listeners.insert(listener.name.clone(), Arc::new(plan));
@@ -116,7 +117,9 @@ impl Snapshot {
             .chain(routers.iter().map(|(name, plugin)| (name.clone(), "router", plugin.version().to_string())))
             .collect();
         plugin_versions.sort();
-        Ok(Snapshot { listeners, backends: Backends::new(config.backends.values()), limits, plugin_versions })
+        let access_log = AccessLog::open(config.access_log.as_ref())?;
+        let backends = Backends::new(config.backends.values());
+        Ok(Snapshot { listeners, backends, limits, plugin_versions, access_log })
     }
 }
 

@@ -23,6 +23,7 @@ mod resolve;
 
 use crate::config::{BackendConfig, ServerSpec};
 use crate::http::ProxyBody;
+use crate::metrics::http::BackendMetrics;
 use crate::names::BackendName;
 use arc_swap::ArcSwap;
 use hyper::client::conn::http1::SendRequest;
@@ -134,6 +135,8 @@ pub struct Backend {
     /// Requests and connections waiting for a free server now.
     queued: AtomicUsize,
     http_idle: Mutex<HashMap<String, Vec<SendRequest<ProxyBody>>>>,
+    /// This backend's request and error series.
+    metrics: Arc<BackendMetrics>,
 }
 
 /// A connection to one server of a backend.
@@ -193,14 +196,19 @@ impl Backend {
         let resolved: Vec<Vec<SocketAddr>> = config.servers.iter().map(resolve::initial).collect();
         let servers = assemble(&config, &resolved, &[], &released);
         Self {
-            config,
             servers: ArcSwap::from_pointee(servers),
             round_robin: Mutex::new(()),
             next: AtomicUsize::new(0),
             released,
             queued: AtomicUsize::new(0),
             http_idle: Mutex::default(),
+            metrics: Arc::new(BackendMetrics::new(config.name.as_str())),
+            config,
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<BackendMetrics> {
+        &self.metrics
     }
 
     pub fn name(&self) -> &BackendName {

@@ -39,6 +39,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Process-wide connection limits.
     pub limits: GlobalLimits,
+    /// Where HTTP request lines go (`None`: the process log).
+    pub access_log: Option<crate::access_log::AccessLogConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

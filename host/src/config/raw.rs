@@ -6,6 +6,7 @@ use super::{
     Fallback, ForwardedHeaders, HashKey, HealthCheck, ListenerConfig, MAX_INSPECT_BYTES, MAX_PLUGIN_MEMORY,
     PluginConfig, PluginLimits, PluginSource, Problem, ServerSpec, StickyCookie,
 };
+use crate::access_log::AccessLogConfig;
 use crate::builtin;
 use crate::names::{BackendName, ListenerName, PluginName};
 use serde::Deserialize;
@@ -27,6 +28,14 @@ pub struct RawConfig {
     demo_servers: Vec<RawDemoServer>,
     admin: Option<RawAdmin>,
     limits: Option<RawLimits>,
+    access_log: Option<RawAccessLog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawAccessLog {
+    format: Option<String>,
+    file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -466,10 +475,16 @@ impl RawConfig {
             }
         };
 
+        let access_log = self.access_log.as_ref().and_then(|raw| {
+            AccessLogConfig::new(raw.format.as_deref(), raw.file.as_deref(), base)
+                .map_err(|(field, message)| problems.add(field, message))
+                .ok()
+        });
+
         if !problems.0.is_empty() {
             return Err(problems.0);
         }
-        Ok(Config { source: path.to_path_buf(), listeners, backends, plugins, demo_servers, admin, limits })
+        Ok(Config { source: path.to_path_buf(), listeners, backends, plugins, demo_servers, admin, limits, access_log })
     }
 }
 

@@ -16,6 +16,7 @@ use super::{HttpStage, ProxyBody, RequestLog, error_response};
 use crate::backend::{ActiveGuard, Backend, BackendError, Server};
 use crate::config::HashKey;
 use crate::io::PrefixedIo;
+use crate::metrics::http::{BackendErrorKind, Counted};
 use crate::plugin::ForwardTo;
 use crate::proxy_protocol::{self, ProxiedAddrs};
 use crate::relay::{Pending, RelayStats, forget_previous_task, relay, relay_copy, relay_tcp};
@@ -43,6 +44,17 @@ enum SendError {
     Proxy { server: String, error: std::io::Error },
 }
 
+impl SendError {
+    /// The `kind` of `sluice_backend_errors_total` it counts as.
+    fn kind(&self) -> BackendErrorKind {
+        match self {
+            SendError::Connect(e) if e.is_unavailable() => BackendErrorKind::Unavailable,
+            SendError::Connect(_) | SendError::Proxy { .. } => BackendErrorKind::Connect,
+            SendError::Exchange { .. } => BackendErrorKind::Response,
+        }
+    }
+}
+
 pub(super) async fn forward(
     stage: &HttpStage,
     mut request: Request<Incoming>,
@@ -54,6 +66,7 @@ pub(super) async fn forward(
         log.detail = Some(format!("the route plugin chose an unknown backend `{}`", to.backend));
         return error_response(StatusCode::BAD_GATEWAY, "no such backend");
     };
+    log.backend_metrics = Some(backend.metrics().clone());
     let websocket = headers::is_websocket_upgrade(&request);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
     let host = headers::authority(&request);
@@ -98,7 +111,7 @@ pub(super) async fn forward(
     let order = backend.server_order(affinity.as_deref(), pinned.as_deref());
     // The client's own server (by cookie or key) is waited for when full, not swapped.
     let keyed = affinity.is_some() || order.first().is_some_and(|s| pinned.as_deref() == Some(s.cookie_id.as_str()));
-    let request = Request::from_parts(parts, body.boxed());
+    let request = Request::from_parts(parts, Counted::new(body, &stage.plan.http.bytes_in).boxed());
     let proxy_header = config.proxy_protocol.map(|version| {
         proxy_protocol::encode(
             version,
@@ -111,14 +124,17 @@ pub(super) async fn forward(
     let Answered { mut response, server, guard } = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(answered)) => answered,
         Ok(Err(SendError::Connect(e))) if e.is_unavailable() => {
+            backend.metrics().error(BackendErrorKind::Unavailable);
             log.detail = Some(e.to_string());
             return error_response(StatusCode::SERVICE_UNAVAILABLE, "no server is available");
         }
         Ok(Err(e)) => {
+            backend.metrics().error(e.kind());
             log.detail = Some(e.to_string());
             return error_response(StatusCode::BAD_GATEWAY, "the backend could not be reached");
         }
         Err(_) => {
+            backend.metrics().error(BackendErrorKind::Timeout);
             log.detail = Some(format!("no response head within {timeout:?}"));
             return error_response(StatusCode::GATEWAY_TIMEOUT, "the backend did not answer in time");
         }
@@ -150,6 +166,7 @@ pub(super) async fn forward(
         let backend_upgrade = hyper::upgrade::on(&mut response);
         let idle = backend.idle_timeout();
         let close_all = stage.close_all.clone();
+        let plan = stage.plan.clone();
         let tunnel = async move {
             // The tunnel counts as a connection on its server while it is open.
             let _guard = guard;
@@ -162,13 +179,16 @@ pub(super) async fn forward(
                 }
             };
             tokio::select! {
-                stats = tunnel(client, backend, idle) => tracing::info!(
-                    target: "sluice::access",
-                    bytes_in = stats.client_to_backend,
-                    bytes_out = stats.backend_to_client,
-                    outcome = stats.end.label(),
-                    "websocket closed"
-                ),
+                stats = tunnel(client, backend, idle) => {
+                    plan.http.tunnel(stats.client_to_backend, stats.backend_to_client);
+                    tracing::info!(
+                        target: "sluice::access",
+                        bytes_in = stats.client_to_backend,
+                        bytes_out = stats.backend_to_client,
+                        outcome = stats.end.label(),
+                        "websocket closed"
+                    )
+                }
                 () = close_all.cancelled() => {}
             }
         };
@@ -178,7 +198,9 @@ pub(super) async fn forward(
     }
     remove_hop_by_hop(response.headers_mut());
     // The request counts as active on its server until its response body is done.
-    response.map(|body| GuardedBody { body, _guard: guard }.boxed())
+    let body_errors = backend.metrics().body_errors();
+    let bytes_out = &stage.plan.http.bytes_out;
+    response.map(|body| Counted::new(GuardedBody { body, _guard: guard }, bytes_out).with_errors(body_errors).boxed())
 }
 
 /// Relay an upgraded connection. When both ends are plain TCP underneath,

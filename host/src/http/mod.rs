@@ -22,8 +22,10 @@
 mod forward;
 pub mod headers;
 
+use crate::access_log::{RequestHead, Served, request_id};
 use crate::config::Fallback;
 use crate::io::PrefixedIo;
+use crate::metrics::http::BackendMetrics;
 use crate::plugin::{ConnFacts, ForwardTo, RouteDecision, Router, SyntheticResponse};
 use crate::state::{ListenerPlan, Snapshot};
 use bytes::Bytes;
@@ -100,31 +102,36 @@ struct RequestLog {
     backend: Option<String>,
     server: Option<String>,
     detail: Option<String>,
+    /// The chosen backend's series, counted once the status is known.
+    backend_metrics: Option<Arc<BackendMetrics>>,
 }
 
-async fn handle(stage: &HttpStage, request: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(stage: &HttpStage, mut request: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     stage.requests.fetch_add(1, Ordering::Relaxed);
-    // The access line's method and path are kept only when it will be written.
-    let logged = tracing::enabled!(target: "sluice::access", tracing::Level::INFO)
-        .then(|| (request.method().clone(), request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string()));
+    let request_id = request_id::ensure(request.headers_mut());
+    let access_log = &stage.snapshot.access_log;
+    // The access line's fields are kept only when it will be written.
+    let head = access_log.enabled().then(|| RequestHead::capture(&request));
     let mut log = RequestLog { route: "none", ..RequestLog::default() };
-    let response = route(stage, request, &mut log).await;
-    let class = usize::from(response.status().as_u16() / 100).clamp(1, 5);
-    stage.plan.http_responses[class - 1].fetch_add(1, Ordering::Relaxed);
-    let Some((method, path)) = logged else { return response };
-    tracing::info!(
-        target: "sluice::access",
-        method = %method,
-        path,
-        status = response.status().as_u16(),
-        route = log.route,
-        backend = log.backend.as_deref(),
-        server = log.server.as_deref(),
-        duration_ms = started.elapsed().as_millis() as u64,
-        detail = log.detail.as_deref(),
-        "request"
-    );
+    let mut response = route(stage, request, &mut log).await;
+    let duration = started.elapsed();
+    stage.plan.http.response(response.status(), duration);
+    if let Some(backend) = &log.backend_metrics {
+        backend.request(response.status());
+    }
+    response.headers_mut().insert(request_id::HEADER, request_id.clone());
+    let Some(head) = head else { return response };
+    let served = Served {
+        status: response.status().as_u16(),
+        body_bytes: hyper::body::Body::size_hint(response.body()).exact(),
+        duration,
+        route: log.route,
+        backend: log.backend.as_deref(),
+        server: log.server.as_deref(),
+        detail: log.detail.as_deref(),
+    };
+    access_log.request(&head, &stage.facts, &request_id, served);
     response
 }
 
