@@ -48,9 +48,10 @@ fn stdout_and_stderr_reach_the_log_even_before_a_trap() {
 #[test]
 fn exit_and_blocking_end_the_call_with_a_clear_reason() {
     let (plugin, _) = load("wasi_guest", PluginLimits::default());
+    // WASI 0.2's `exit` carries success or failure only: `exit(3)` is a failure.
     let err = classify(&plugin, b"EXIT").unwrap_err();
-    assert!(matches!(err, PluginError::Exit(3)), "{err}");
-    assert_eq!(err.to_string(), "called `exit` (status 3) instead of returning a decision");
+    assert!(matches!(err, PluginError::Exit(1)), "{err}");
+    assert_eq!(err.to_string(), "called `exit` (status 1) instead of returning a decision");
     let err = classify(&plugin, b"SLEEP").unwrap_err();
     assert!(err.to_string().contains("a plugin may not block"), "{err}");
     // The plugin keeps answering from fresh instances.
@@ -101,6 +102,61 @@ fn an_import_sluice_does_not_provide_is_refused_at_load_by_name() {
     assert!(err.to_string().contains("plugins get only clocks, random"), "{err}");
     let err = load(b"not wasm");
     assert!(err.to_string().starts_with("is not a valid WebAssembly component"), "{err}");
+}
+
+#[test]
+fn init_failures_say_init_failed_and_why() {
+    let wasm = std::fs::read(plugin_path("leak")).unwrap();
+    let runtime = Runtime::new().unwrap();
+    let load = |settings: &str| {
+        let limits = PluginLimits::default();
+        runtime.load_sniffer(PluginName::new("leak"), &wasm, settings.into(), limits).err().expect("refused")
+    };
+    let err = load(r#"{"init":"trap"}"#);
+    assert!(err.to_string().starts_with("`init` trapped: ") && err.to_string().contains("unreachable"), "{err}");
+    let err = load(r#"{"init":"loop"}"#);
+    assert_eq!(err.to_string(), "`init` ran out of its CPU budget");
+}
+
+/// `sluice plugin test`, the binary, on `plugin` with `args`: (success, stdout, stderr).
+fn plugin_test(plugin: &str, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["plugin", "test"])
+        .arg(plugin)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+#[test]
+fn plugin_test_prints_what_the_plugin_wrote_and_names_the_file() {
+    let guest = plugin_path("wasi_guest").display().to_string();
+    let (ok, out, err) = plugin_test(&guest, &["--head", "PRINT"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "log: [stdout] wasi-guest says hello on stdout\nlog: [stderr] wasi-guest says hello on stderr\n\
+         verdict: forward-default\n"
+    );
+    let (ok, out, err) = plugin_test(&guest, &["--head", "PANIC"]);
+    assert!(!ok && out.contains("wasi-guest panicked on purpose"), "{out}");
+    assert!(err.contains(&format!("plugin {guest} trapped: ")) && err.contains("unreachable"), "{err}");
+
+    let dir = std::env::temp_dir().join(format!("sluice-plugin-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("broken.wasm");
+    std::fs::write(&broken, b"\0asm broken").unwrap();
+    let broken = broken.display().to_string();
+    let (ok, _, err) = plugin_test(&broken, &["--head", "x"]);
+    assert!(!ok && err.contains(&format!("plugin {broken} is not a valid WebAssembly component")), "{err}");
+
+    let path = plugin_path("path").display().to_string();
+    for bad in ["index.html", "GET index.html", "GET / extra"] {
+        let (ok, _, err) = plugin_test(&path, &["--request", bad]);
+        assert!(!ok && err.contains("is not a request"), "{bad}: {err}");
+    }
 }
 
 #[test]

@@ -1,11 +1,11 @@
 //! The generated bindings for both worlds, and what the host provides to
 //! every instance: its log import, its memory cap and its virtual WASI.
 
-use super::output::{self, LogPipe, PluginLog, Source};
-use super::wasi;
+use super::output::{self, PluginLog, Source};
+use super::wasi::Wasi;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtxView, WasiView};
 
 /// Bindings for the `sniffer` world; `types` and `host` are generated here
 /// once and shared with the `router` world.
@@ -37,37 +37,28 @@ pub struct HostState {
     /// The largest linear memory the instance has, in bytes (to retire it
     /// before it reaches the cap).
     pub largest_memory: u64,
-    wasi: WasiCtx,
+    /// Built on first use.
+    wasi: Option<Wasi>,
     pub table: ResourceTable,
-    stdout: LogPipe,
-    stderr: LogPipe,
 }
 
 impl HostState {
     pub fn new(log: Arc<PluginLog>, memory_limit: u64) -> Self {
-        let (wasi, stdout, stderr) = wasi::context(&log);
-        Self {
-            log,
-            memory_limit,
-            memory_cap_hit: false,
-            largest_memory: 0,
-            wasi,
-            table: ResourceTable::new(),
-            stdout,
-            stderr,
-        }
+        Self { log, memory_limit, memory_cap_hit: false, largest_memory: 0, wasi: None, table: ResourceTable::new() }
     }
 
     /// Log what the plugin wrote without a final newline; after every call.
     pub fn flush_output(&self) {
-        self.stdout.flush_partial();
-        self.stderr.flush_partial();
+        if let Some(wasi) = &self.wasi {
+            wasi.flush_output();
+        }
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        let wasi = self.wasi.get_or_insert_with(|| Wasi::new(&self.log));
+        WasiCtxView { ctx: &mut wasi.ctx, table: &mut self.table }
     }
 }
 

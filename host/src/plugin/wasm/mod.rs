@@ -210,6 +210,12 @@ impl<W: World> Loaded<W> {
         &self.name
     }
 
+    /// The linear memory of a warm instance, in bytes, if one is idle. For
+    /// measurements.
+    pub fn warm_instance_memory(&self) -> Option<u64> {
+        self.idle.lock().expect("idle pool lock").last().map(|instance| instance.store.data().largest_memory)
+    }
+
     /// Start a fresh instance and initialise it with the settings.
     fn start(&self) -> Result<Instance<W>, StartError> {
         let instantiating = |error| StartError { in_init: false, error };

@@ -108,22 +108,37 @@ pub fn check_imports(component: &Component, engine: &Engine) -> Result<(), Unpro
     Ok(())
 }
 
-/// The WASI state of one instance: built once when the instance starts.
-pub fn context(log: &Arc<PluginLog>) -> (WasiCtx, LogPipe, LogPipe) {
-    let stdout = LogPipe::new(Source::Stdout, log.clone());
-    let stderr = LogPipe::new(Source::Stderr, log.clone());
-    // The defaults are the sandbox: no preopens, no environment or
-    // arguments, closed stdin, host clocks and CSPRNG. Sockets are not
-    // linked at all; deny them here as well.
-    let ctx = WasiCtxBuilder::new()
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .max_random_size(MAX_RANDOM_BYTES)
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build();
-    (ctx, stdout, stderr)
+/// The WASI state of one instance, built when the instance first uses WASI
+/// (many plugins never do: their instances do not pay for it).
+pub struct Wasi {
+    pub ctx: WasiCtx,
+    stdout: LogPipe,
+    stderr: LogPipe,
+}
+
+impl Wasi {
+    pub fn new(log: &Arc<PluginLog>) -> Self {
+        let stdout = LogPipe::new(Source::Stdout, log.clone());
+        let stderr = LogPipe::new(Source::Stderr, log.clone());
+        // The defaults are the sandbox: no preopens, no environment or
+        // arguments, closed stdin, host clocks and CSPRNG. Sockets are not
+        // linked at all; deny them here as well.
+        let ctx = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .max_random_size(MAX_RANDOM_BYTES)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self { ctx, stdout, stderr }
+    }
+
+    /// Log what the plugin wrote without a final newline.
+    pub fn flush_output(&self) {
+        self.stdout.flush_partial();
+        self.stderr.flush_partial();
+    }
 }
 
 /// Whether `error` is a plugin calling `wasi:cli/exit`, and with which status.
@@ -153,7 +168,14 @@ pub fn deny_network(component: &Component, engine: &Engine, linker: &mut Linker<
                         wasmtime::bail!("the plugin called `{called}`: plugins get no network")
                     })?;
                 }
-                ComponentItem::Resource(_) => defined.resource(item, ResourceType::host::<Denied>(), |_, _| Ok(()))?,
+                // `wasi:io`'s streams and pollables appear here as aliases:
+                // they must stay the types `wasi:io` defines.
+                ComponentItem::Resource(_) => match item {
+                    "input-stream" => defined.resource(item, ResourceType::host::<DynInputStream>(), drop_input)?,
+                    "output-stream" => defined.resource(item, ResourceType::host::<DynOutputStream>(), drop_output)?,
+                    "pollable" => defined.resource(item, ResourceType::host::<DynPollable>(), drop_pollable)?,
+                    _ => defined.resource(item, ResourceType::host::<Denied>(), |_, _| Ok(()))?,
+                },
                 _ => {}
             }
         }
@@ -220,14 +242,8 @@ fn replace_blocking_functions(linker: &mut Linker<HostState>) -> wasmtime::Resul
     })?;
 
     let mut streams = linker.instance(&format!("wasi:io/streams@{WASI_VERSION}"))?;
-    streams.resource("output-stream", ResourceType::host::<DynOutputStream>(), |mut store, rep| {
-        table(store.data_mut()).delete(Resource::<DynOutputStream>::new_own(rep))?;
-        Ok(())
-    })?;
-    streams.resource("input-stream", ResourceType::host::<DynInputStream>(), |mut store, rep| {
-        table(store.data_mut()).delete(Resource::<DynInputStream>::new_own(rep))?;
-        Ok(())
-    })?;
+    streams.resource("output-stream", ResourceType::host::<DynOutputStream>(), drop_output)?;
+    streams.resource("input-stream", ResourceType::host::<DynInputStream>(), drop_input)?;
     streams.func_wrap(
         "[method]output-stream.blocking-write-and-flush",
         |mut store: StoreContextMut<'_, T>, (s, bytes): (Resource<DynOutputStream>, Vec<u8>)| -> StreamResult<()> {
@@ -292,6 +308,20 @@ fn replace_blocking_functions(linker: &mut Linker<HostState>) -> wasmtime::Resul
 }
 
 type T = HostState;
+
+fn drop_output(mut store: StoreContextMut<'_, T>, rep: u32) -> wasmtime::Result<()> {
+    table(store.data_mut()).delete(Resource::<DynOutputStream>::new_own(rep))?;
+    Ok(())
+}
+
+fn drop_input(mut store: StoreContextMut<'_, T>, rep: u32) -> wasmtime::Result<()> {
+    table(store.data_mut()).delete(Resource::<DynInputStream>::new_own(rep))?;
+    Ok(())
+}
+
+fn drop_pollable(mut store: StoreContextMut<'_, T>, rep: u32) -> wasmtime::Result<()> {
+    wasi_poll::HostPollable::drop(table(store.data_mut()), Resource::new_own(rep))
+}
 
 fn stream_result<V>(
     table: &mut ResourceTable,

@@ -5,6 +5,9 @@
 //! its instance has served. It forwards to a backend named `calls-N`, N being
 //! that count, when the head is `COUNT`, and to the listener's default backend
 //! otherwise.
+//!
+//! Settings `{"init": "trap"}` make `init` trap, `{"init": "loop"}` make it
+//! loop until its CPU budget runs out.
 
 wit_bindgen::generate!({ world: "sniffer", path: "../../../wit" });
 
@@ -20,7 +23,16 @@ static CALLS: AtomicU64 = AtomicU64::new(0);
 struct Plugin;
 
 impl setup::Guest for Plugin {
-    fn init(_settings: String) -> Result<(), String> {
+    fn init(settings: String) -> Result<(), String> {
+        if settings.contains(r#""init":"trap""#) {
+            core::arch::wasm32::unreachable();
+        }
+        if settings.contains(r#""init":"loop""#) {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
         Ok(())
     }
 }
