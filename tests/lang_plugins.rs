@@ -78,7 +78,10 @@ const PY: Lang = Lang {
 fn built(lang: &Lang) -> Option<PathBuf> {
     let dir = repo_root().join("examples/plugins").join(lang.name);
     if !dir.join(lang.toolchain).exists() {
-        let why = format!("the {} toolchain is not installed ({} is missing; .ci/run installs it)", lang.name, lang.toolchain);
+        let why = format!(
+            "the {} toolchain is not installed ({} is missing; .ci/run installs it)",
+            lang.name, lang.toolchain
+        );
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
         eprintln!("skipping: {why}");
         return None;
@@ -214,7 +217,9 @@ memory-limit = "{MEMORY_LIMIT}"
     ))
     .await;
 
-    for (path, beta, backend) in [("/", false, "web"), ("/app.js", false, "web"), ("/", true, "beta"), ("/hello", true, "beta")] {
+    for (path, beta, backend) in
+        [("/", false, "web"), ("/app.js", false, "web"), ("/", true, "beta"), ("/hello", true, "beta")]
+    {
         let (status, body) = get(&proxy, path, beta).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
         assert_eq!(field(&body, "backend"), Some(backend), "{path} (x-beta: {beta}): {body}");

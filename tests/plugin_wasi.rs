@@ -36,7 +36,10 @@ fn stdout_and_stderr_reach_the_log_even_before_a_trap() {
     let (plugin, log) = load("wasi_guest", PluginLimits::default());
     assert_eq!(classify(&plugin, b"PRINT").unwrap(), Verdict::ForwardDefault);
     // The stderr line has no final newline: it is logged when the call ends.
-    assert_eq!(*log.lock().unwrap(), ["[stdout] wasi-guest says hello on stdout", "[stderr] wasi-guest says hello on stderr"]);
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["[stdout] wasi-guest says hello on stdout", "[stderr] wasi-guest says hello on stderr"]
+    );
 
     log.lock().unwrap().clear();
     let err = classify(&plugin, b"PANIC").unwrap_err();

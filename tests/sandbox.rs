@@ -96,7 +96,8 @@ fn load(
 #[test]
 fn each_limit_names_its_reason() {
     let wasm = std::fs::read(plugin_path("misbehave")).unwrap();
-    let limits = PluginLimits { cpu_budget: 5_000_000, memory_limit: parse_size("16MiB").unwrap(), ..PluginLimits::default() };
+    let limits =
+        PluginLimits { cpu_budget: 5_000_000, memory_limit: parse_size("16MiB").unwrap(), ..PluginLimits::default() };
     let plugin = load(&wasm, "{}", limits).unwrap();
     let conn = ConnFacts::probe();
     assert!(matches!(plugin.classify(&conn, b"TRAP", false), Err(PluginError::Trap(m)) if m.contains("unreachable")));

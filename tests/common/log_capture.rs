@@ -37,5 +37,9 @@ pub fn install() {
 pub fn lines_with(words: &[&str]) -> Vec<String> {
     assert!(INSTALL.is_completed(), "call log_capture::install() first");
     let log = LOG.lock().unwrap();
-    String::from_utf8_lossy(&log).lines().filter(|line| words.iter().all(|w| line.contains(w))).map(String::from).collect()
+    String::from_utf8_lossy(&log)
+        .lines()
+        .filter(|line| words.iter().all(|w| line.contains(w)))
+        .map(String::from)
+        .collect()
 }

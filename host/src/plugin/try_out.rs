@@ -83,10 +83,7 @@ pub fn parse_request(line: &str, headers: &[String]) -> Result<RouteRequest, Str
     if !is_token(method) {
         return Err(format!("`{method}` is not an HTTP method (in --request `{line}`)"));
     }
-    let path_ok = path == "*"
-        || path.starts_with('/')
-        || path.starts_with("http://")
-        || path.starts_with("https://");
+    let path_ok = path == "*" || path.starts_with('/') || path.starts_with("http://") || path.starts_with("https://");
     if !path_ok || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(format!("`{path}` is not a request path (it starts with `/`, in --request `{line}`)"));
     }

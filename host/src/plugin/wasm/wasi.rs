@@ -323,10 +323,7 @@ fn drop_pollable(mut store: StoreContextMut<'_, T>, rep: u32) -> wasmtime::Resul
     wasi_poll::HostPollable::drop(table(store.data_mut()), Resource::new_own(rep))
 }
 
-fn stream_result<V>(
-    table: &mut ResourceTable,
-    result: Result<V, wasmtime_wasi::p2::StreamError>,
-) -> StreamResult<V> {
+fn stream_result<V>(table: &mut ResourceTable, result: Result<V, wasmtime_wasi::p2::StreamError>) -> StreamResult<V> {
     match result {
         Ok(value) => Ok((Ok(value),)),
         Err(error) => Ok((Err(wasi_streams::Host::convert_stream_error(table, error)?),)),
