@@ -96,7 +96,8 @@ fn load(
 #[test]
 fn each_limit_names_its_reason() {
     let wasm = std::fs::read(plugin_path("misbehave")).unwrap();
-    let limits = PluginLimits { cpu_budget: 5_000_000, memory_limit: parse_size("16MiB").unwrap() };
+    let limits =
+        PluginLimits { cpu_budget: 5_000_000, memory_limit: parse_size("16MiB").unwrap(), ..PluginLimits::default() };
     let plugin = load(&wasm, "{}", limits).unwrap();
     let conn = ConnFacts::probe();
     assert!(matches!(plugin.classify(&conn, b"TRAP", false), Err(PluginError::Trap(m)) if m.contains("unreachable")));
@@ -110,15 +111,15 @@ fn each_limit_names_its_reason() {
 #[test]
 fn a_tighter_budget_stops_what_a_default_one_allows() {
     let wasm = std::fs::read(plugin_path("misbehave")).unwrap();
-    let tight = PluginLimits { cpu_budget: 20_000, memory_limit: 16 << 20 };
+    let tight = PluginLimits { cpu_budget: 20_000, memory_limit: 16 << 20, ..PluginLimits::default() };
     let plugin = load(&wasm, "{}", tight).unwrap();
     assert!(matches!(plugin.classify(&ConnFacts::probe(), b"SPIN", false), Err(PluginError::CpuBudget)));
     // The guest starts with about 1.1 MiB (its stack and data); 1 MiB more does not fit in 2 MiB.
-    let small = PluginLimits { cpu_budget: 5_000_000, memory_limit: 2 << 20 };
+    let small = PluginLimits { cpu_budget: 5_000_000, memory_limit: 2 << 20, ..PluginLimits::default() };
     let plugin = load(&wasm, "{}", small).unwrap();
     assert!(matches!(plugin.classify(&ConnFacts::probe(), b"ALLOC", false), Err(PluginError::MemoryCap)));
     // A cap below what the guest needs to start is refused at load.
-    let tiny = PluginLimits { cpu_budget: 5_000_000, memory_limit: 256 << 10 };
+    let tiny = PluginLimits { cpu_budget: 5_000_000, memory_limit: 256 << 10, ..PluginLimits::default() };
     let err = load(&wasm, "{}", tiny).err().expect("a cap below the initial memory is refused");
     assert!(matches!(err, LoadError::Probe(PluginError::MemoryCap)), "{err}");
 }

@@ -204,7 +204,7 @@ fn raise_fd_limit() {
 
 fn plugin_test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
     use sluice::plugin::try_out::{self, Input};
-    use sluice::plugin::{ConnFacts, RouteRequest, TlsFacts};
+    use sluice::plugin::{ConnFacts, TlsFacts};
     let wasm = std::fs::read(&args.plugin).with_context(|| format!("reading {}", args.plugin.display()))?;
     let input = match (&args.head, &args.head_file, &args.request) {
         (Some(head), None, None) => {
@@ -215,22 +215,7 @@ fn plugin_test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
             complete: args.complete,
         },
         (None, None, Some(line)) => {
-            let (method, path) = line.split_once(' ').unwrap_or((line.as_str(), "/"));
-            let mut headers = Vec::new();
-            for header in &args.headers {
-                let (name, value) = header
-                    .split_once(':')
-                    .with_context(|| format!("`{header}` is not a header (use \"name: value\")"))?;
-                headers.push((name.trim().to_ascii_lowercase(), value.trim().as_bytes().to_vec()));
-            }
-            let authority =
-                headers.iter().find(|(n, _)| n == "host").map(|(_, v)| String::from_utf8_lossy(v).into_owned());
-            Input::Request(RouteRequest {
-                method: method.to_string(),
-                path: path.trim().to_string(),
-                authority,
-                headers,
-            })
+            Input::Request(try_out::parse_request(line, &args.headers).map_err(anyhow::Error::msg)?)
         }
         _ => anyhow::bail!("give one of --head, --head-file (sniff plugins) or --request (route plugins)"),
     };
@@ -241,9 +226,17 @@ fn plugin_test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
         tls: args.sni.map(|name| TlsFacts { server_name: Some(name), alpn: None }),
         hello: None,
     };
-    let limits = sluice::config::PluginLimits { cpu_budget: args.cpu_budget, memory_limit: args.memory_limit };
-    let described = try_out::run(&wasm, &args.settings, limits, &conn, &input).map_err(anyhow::Error::msg)?;
-    print!("{described}");
+    let limits = sluice::config::PluginLimits {
+        cpu_budget: args.cpu_budget,
+        memory_limit: args.memory_limit,
+        ..Default::default()
+    };
+    let file = args.plugin.display().to_string();
+    let report = try_out::run(&wasm, &file, &args.settings, limits, &conn, &input);
+    for line in &report.log {
+        println!("log: {line}");
+    }
+    print!("{}", report.outcome.map_err(anyhow::Error::msg)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod http_backend;
+pub mod log_capture;
 
 use sluice::{App, Config, Drained};
 use std::net::SocketAddr;

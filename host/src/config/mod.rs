@@ -244,11 +244,13 @@ pub struct PluginLimits {
     pub cpu_budget: u64,
     /// Cap on the instance's linear memory, in bytes.
     pub memory_limit: u64,
+    /// Calls an instance serves before it is retired for a fresh one.
+    pub max_instance_calls: u64,
 }
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        Self { cpu_budget: 10_000_000, memory_limit: 16 << 20 }
+        Self { cpu_budget: 10_000_000, memory_limit: 16 << 20, max_instance_calls: 10_000 }
     }
 }
 

@@ -170,6 +170,7 @@ struct RawPlugin {
     builtin: Option<String>,
     cpu_budget: Option<u64>,
     memory_limit: Option<SizeValue>,
+    max_instance_calls: Option<u64>,
     #[serde(default)]
     settings: toml::Table,
 }
@@ -425,15 +426,19 @@ impl RawConfig {
                     .check(&at("memory-limit"), size.bytes().and_then(|n| in_range(n, 64 << 10, MAX_PLUGIN_MEMORY))),
                 None => Some(defaults.memory_limit),
             };
+            let max_instance_calls = problems.check(
+                &at("max-instance-calls"),
+                in_range(raw.max_instance_calls.unwrap_or(defaults.max_instance_calls), 1, u64::MAX),
+            );
             let settings_json = problems.check(
                 &at("settings"),
                 serde_json::to_string(&raw.settings).map_err(|e| format!("cannot encode as JSON: {e}")),
             );
-            if let (Some(source), Some(cpu_budget), Some(memory_limit), Some(settings_json)) =
-                (source, cpu_budget, memory_limit, settings_json)
+            if let (Some(source), Some(cpu_budget), Some(memory_limit), Some(max_instance_calls), Some(settings_json)) =
+                (source, cpu_budget, memory_limit, max_instance_calls, settings_json)
             {
                 let name = PluginName::new(name.as_str());
-                let limits = PluginLimits { cpu_budget, memory_limit };
+                let limits = PluginLimits { cpu_budget, memory_limit, max_instance_calls };
                 plugins.insert(name.clone(), PluginConfig { name, source, settings_json, limits });
             }
         }

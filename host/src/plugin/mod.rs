@@ -83,6 +83,8 @@ pub enum PluginError {
     Start(String),
     #[error("refused its settings: {0}")]
     Init(String),
+    #[error("called `exit` (status {0}) instead of returning a decision")]
+    Exit(i32),
 }
 
 impl PluginError {
@@ -93,6 +95,7 @@ impl PluginError {
             PluginError::MemoryCap => "memory-cap",
             PluginError::Start(_) => "start",
             PluginError::Init(_) => "init",
+            PluginError::Exit(_) => "exit",
         }
     }
 }

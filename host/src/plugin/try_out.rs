@@ -4,7 +4,7 @@
 //! limits, as in the proxy.
 
 use super::wasm::{LoadError, Runtime};
-use super::{ConnFacts, RouteDecision, RouteRequest, Router, Sniffer, Verdict};
+use super::{ConnFacts, PluginError, RouteDecision, RouteRequest, Router, Sniffer, Verdict};
 use crate::config::PluginLimits;
 use crate::names::PluginName;
 use std::fmt::Write;
@@ -17,29 +17,94 @@ pub enum Input {
     Request(RouteRequest),
 }
 
-/// Load `wasm` as the world `input` calls for, run it once, describe the result.
+/// What a try-out printed and decided.
+pub struct Report {
+    /// The plugin's `host.log` lines and its stdout/stderr, in order
+    /// (`[info] …`, `[stdout] …`).
+    pub log: Vec<String>,
+    /// The decision described, or why there was none.
+    pub outcome: Result<String, String>,
+}
+
+/// Load `wasm` (read from `file`, named in errors) as the world `input`
+/// calls for, run it once, describe the result.
 pub fn run(
     wasm: &[u8],
+    file: &str,
+    settings_json: &str,
+    limits: PluginLimits,
+    conn: &ConnFacts,
+    input: &Input,
+) -> Report {
+    let runtime = match Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return Report { log: Vec::new(), outcome: Err(format!("{e:#}")) },
+    };
+    let (runtime, log) = runtime.capturing_logs();
+    let outcome = decide(&runtime, wasm, file, settings_json, limits, conn, input);
+    let log = std::mem::take(&mut *log.lock().expect("captured log lock"));
+    Report { log, outcome }
+}
+
+fn decide(
+    runtime: &Runtime,
+    wasm: &[u8],
+    file: &str,
     settings_json: &str,
     limits: PluginLimits,
     conn: &ConnFacts,
     input: &Input,
 ) -> Result<String, String> {
-    let runtime = Runtime::new().map_err(|e| format!("{e:#}"))?;
     let name = PluginName::new("under-test");
-    let describe_load = |e: LoadError| format!("the plugin {e}");
+    let describe_load = |e: LoadError| format!("plugin {file} {e}");
+    let describe_call = |e: PluginError| format!("plugin {file} {e}");
     match input {
         Input::Head { bytes, complete } => {
             let plugin = runtime.load_sniffer(name, wasm, settings_json.to_string(), limits).map_err(describe_load)?;
-            let verdict = plugin.classify(conn, bytes, *complete).map_err(|e| format!("the plugin {e}"))?;
+            let verdict = plugin.classify(conn, bytes, *complete).map_err(describe_call)?;
             Ok(describe_verdict(&verdict))
         }
         Input::Request(request) => {
             let plugin = runtime.load_router(name, wasm, settings_json.to_string(), limits).map_err(describe_load)?;
-            let decision = plugin.pick(conn, request).map_err(|e| format!("the plugin {e}"))?;
+            let decision = plugin.pick(conn, request).map_err(describe_call)?;
             Ok(describe_decision(&decision))
         }
     }
+}
+
+/// A request head from a request line ("GET /path", optionally followed by
+/// the HTTP version) and "name: value" headers; `host` sets the authority.
+pub fn parse_request(line: &str, headers: &[String]) -> Result<RouteRequest, String> {
+    let parts: Vec<&str> = line.split(' ').collect();
+    let (method, path) = match parts[..] {
+        [method, path] | [method, path, "HTTP/1.0" | "HTTP/1.1" | "HTTP/2"] => (method, path),
+        _ => return Err(format!("`{line}` is not a request line (use \"METHOD PATH\", e.g. \"GET /index.html\")")),
+    };
+    if !is_token(method) {
+        return Err(format!("`{method}` is not an HTTP method (in --request `{line}`)"));
+    }
+    let path_ok = path == "*" || path.starts_with('/') || path.starts_with("http://") || path.starts_with("https://");
+    if !path_ok || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(format!("`{path}` is not a request path (it starts with `/`, in --request `{line}`)"));
+    }
+    let mut parsed = Vec::new();
+    for header in headers {
+        let Some((name, value)) = header.split_once(':') else {
+            return Err(format!("`{header}` is not a header (use \"name: value\")"));
+        };
+        let name = name.trim().to_ascii_lowercase();
+        if !is_token(&name) || value.contains(['\r', '\n', '\0']) {
+            return Err(format!("`{header}` is not a valid header"));
+        }
+        parsed.push((name, value.trim().as_bytes().to_vec()));
+    }
+    let authority = parsed.iter().find(|(n, _)| n == "host").map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+    Ok(RouteRequest { method: method.to_string(), path: path.to_string(), authority, headers: parsed })
+}
+
+/// An HTTP token (RFC 9110): a method or a header name.
+fn is_token(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn describe_verdict(verdict: &Verdict) -> String {
@@ -146,5 +211,19 @@ mod tests {
         assert_eq!(escape(&bytes), r"<policy-file-request/>\0\x16\r\n");
         assert!(unescape(r"\q").unwrap_err().contains("unknown escape"));
         assert!(unescape(r"\x1").unwrap_err().contains(r"bad \x escape"));
+    }
+
+    #[test]
+    fn malformed_requests_are_refused() {
+        let ok = parse_request("GET /a?b=1", &["Host: example.com".into(), "x-beta: 1".into()]).unwrap();
+        assert_eq!((ok.method.as_str(), ok.path.as_str()), ("GET", "/a?b=1"));
+        assert_eq!(ok.authority.as_deref(), Some("example.com"));
+        assert_eq!(ok.headers[1], ("x-beta".to_string(), b"1".to_vec()));
+        assert!(parse_request("GET / HTTP/1.1", &[]).is_ok());
+        for bad in ["GET", "/index.html", "GET index.html", "GET  /", "G(T /", "GET / extra", ""] {
+            assert!(parse_request(bad, &[]).is_err(), "{bad:?} is refused");
+        }
+        assert!(parse_request("GET /", &["no colon".into()]).unwrap_err().contains("not a header"));
+        assert!(parse_request("GET /", &["bad name: 1".into()]).unwrap_err().contains("not a valid header"));
     }
 }

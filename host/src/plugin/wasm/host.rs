@@ -1,7 +1,11 @@
 //! The generated bindings for both worlds, and what the host provides to
-//! every instance: its log import and its memory cap.
+//! every instance: its log import, its memory cap and its virtual WASI.
 
-use crate::names::PluginName;
+use super::output::{self, PluginLog, Source};
+use super::wasi::Wasi;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtxView, WasiView};
 
 /// Bindings for the `sniffer` world; `types` and `host` are generated here
 /// once and shared with the `router` world.
@@ -23,20 +27,38 @@ pub mod router_world {
 
 pub use sniffer_world::sluice::plugin::types as wit;
 
-/// Longest message a plugin may log.
-const MAX_LOG_MESSAGE: usize = 1024;
-
-/// Per-instance host state: identity for logs, and the memory cap.
+/// Per-instance host state: where the plugin's log lines go, its memory cap
+/// and the virtual WASI it sees.
 pub struct HostState {
-    plugin: PluginName,
+    log: Arc<PluginLog>,
     memory_limit: u64,
     /// Set when the limiter refused a growth, to tell a memory-cap trap from others.
     pub memory_cap_hit: bool,
+    /// The largest linear memory the instance has, in bytes (to retire it
+    /// before it reaches the cap).
+    pub largest_memory: u64,
+    /// Built on first use.
+    wasi: Option<Wasi>,
+    pub table: ResourceTable,
 }
 
 impl HostState {
-    pub fn new(plugin: PluginName, memory_limit: u64) -> Self {
-        Self { plugin, memory_limit, memory_cap_hit: false }
+    pub fn new(log: Arc<PluginLog>, memory_limit: u64) -> Self {
+        Self { log, memory_limit, memory_cap_hit: false, largest_memory: 0, wasi: None, table: ResourceTable::new() }
+    }
+
+    /// Log what the plugin wrote without a final newline; after every call.
+    pub fn flush_output(&self) {
+        if let Some(wasi) = &self.wasi {
+            wasi.flush_output();
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let wasi = self.wasi.get_or_insert_with(|| Wasi::new(&self.log));
+        WasiCtxView { ctx: &mut wasi.ctx, table: &mut self.table }
     }
 }
 
@@ -46,6 +68,7 @@ impl wasmtime::ResourceLimiter for HostState {
             self.memory_cap_hit = true;
             wasmtime::bail!("plugin memory cap of {} bytes reached", self.memory_limit);
         }
+        self.largest_memory = self.largest_memory.max(desired as u64);
         Ok(true)
     }
 
@@ -58,17 +81,13 @@ impl wit::Host for HostState {}
 
 impl sniffer_world::sluice::plugin::host::Host for HostState {
     fn log(&mut self, level: wit::LogLevel, message: String) {
-        let mut end = message.len().min(MAX_LOG_MESSAGE);
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        let (plugin, message) = (self.plugin.as_str(), &message[..end]);
-        match level {
-            wit::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            wit::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            wit::LogLevel::Info => tracing::info!(plugin, "{message}"),
-            wit::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            wit::LogLevel::Error => tracing::error!(plugin, "{message}"),
-        }
+        let level = match level {
+            wit::LogLevel::Trace => tracing::Level::TRACE,
+            wit::LogLevel::Debug => tracing::Level::DEBUG,
+            wit::LogLevel::Info => tracing::Level::INFO,
+            wit::LogLevel::Warn => tracing::Level::WARN,
+            wit::LogLevel::Error => tracing::Level::ERROR,
+        };
+        self.log.line(Source::Log(level), output::truncate(&message));
     }
 }

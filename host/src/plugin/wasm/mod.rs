@@ -7,21 +7,29 @@
 //! - Instances are started on demand, initialised once with the plugin's
 //!   settings, then kept warm in a small pool and reused; an instance whose
 //!   call failed is dropped, never reused.
+//! - An instance is retired between calls once it has served
+//!   `max-instance-calls` calls or its memory passed 3/4 of its cap, so a
+//!   plugin that leaks slowly never fails a request.
 //! - Every call gets a CPU budget (fuel) and every instance a memory cap.
-//!   Nothing else is granted: WASI imports a plugin declares trap when called.
+//! - Plugins see a virtual WASI ([`wasi`]): clocks, random, an empty
+//!   environment, stdout/stderr into the log ([`output`]); no files, no
+//!   network. A component importing anything else is refused at load.
 //!
 //! [`sniffer`] and [`router`] adapt the two worlds of the contract to the
 //! core's [`Sniffer`](super::Sniffer) and [`Router`](super::Router) traits.
 
 mod host;
+pub mod output;
 pub mod router;
 pub mod sniffer;
+pub mod wasi;
 
 use super::{ConnFacts, PluginError};
 use crate::config::{MAX_PLUGIN_MEMORY, PluginLimits};
 use crate::metrics;
 use crate::names::PluginName;
 use host::HostState;
+use output::{LogTarget, PluginLog};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -47,12 +55,17 @@ const MAX_CACHED_COMPONENTS: usize = 64;
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("not a valid WebAssembly component: {0}")]
+    #[error("is not a valid WebAssembly component: {0}")]
     Compile(String),
+    #[error("imports `{import}`, which sluice does not provide: {why}")]
+    UnprovidedImport { import: String, why: &'static str },
     #[error("does not fit the `{world}` world of sluice:plugin@0.1.0: {reason}")]
     WrongWorld { world: &'static str, reason: String },
     #[error("refused its settings: {0}")]
     Init(String),
+    /// `init` trapped, ran out of fuel or memory, or exited.
+    #[error("`init` {0}")]
+    InitFailed(PluginError),
     #[error("failed its probe call: {0}")]
     Probe(PluginError),
 }
@@ -63,6 +76,8 @@ pub enum LoadError {
 pub struct Runtime {
     engine: Engine,
     compiled: Arc<Mutex<HashMap<[u8; 32], Component>>>,
+    /// Where the plugins' log lines and stdout/stderr go.
+    log_target: LogTarget,
 }
 
 impl Runtime {
@@ -96,7 +111,14 @@ impl Runtime {
             .max_wasm_stack(512 << 10)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("creating the wasm engine: {e}"))?;
-        Ok(Self { engine, compiled: Arc::default() })
+        Ok(Self { engine, compiled: Arc::default(), log_target: LogTarget::Tracing })
+    }
+
+    /// This runtime, with the log lines of the plugins it loads from now on
+    /// collected in a list instead of the proxy log (`sluice plugin test`).
+    pub fn capturing_logs(&self) -> (Runtime, Arc<Mutex<Vec<String>>>) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        (Runtime { log_target: LogTarget::Capture(lines.clone()), ..self.clone() }, lines)
     }
 
     /// Compile a component, or reuse the compilation of identical bytes.
@@ -126,11 +148,12 @@ impl Runtime {
         let digest: [u8; 32] = Sha256::digest(wasm).into();
         let component = self.compile(wasm, digest)?;
         let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld { world: W::NAME, reason: root_cause(&e) };
+        wasi::check_imports(&component, &self.engine)
+            .map_err(|e| LoadError::UnprovidedImport { import: e.import, why: e.why })?;
         let mut linker = Linker::<HostState>::new(&self.engine);
         W::add_to_linker(&mut linker).map_err(wrong_world)?;
-        // No ambient authority: whatever else the component imports (WASI
-        // filesystem, sockets, clocks, random…) traps if it is ever called.
-        linker.define_unknown_imports_as_traps(&component).map_err(wrong_world)?;
+        wasi::add_to_linker(&mut linker).map_err(wrong_world)?;
+        wasi::deny_network(&component, &self.engine, &mut linker).map_err(wrong_world)?;
         let pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
         let pre = W::pre(pre).map_err(wrong_world)?;
 
@@ -138,10 +161,13 @@ impl Runtime {
         let labels = vec![("plugin", name.to_string()), ("world", W::NAME.to_string())];
         let latency = metrics::histogram("sluice_plugin_decision_seconds", labels);
         let engine = self.engine.clone();
-        let loaded = Loaded { name, digest, latency, engine, pre, settings_json, limits, idle: Mutex::default() };
+        let log = Arc::new(PluginLog::new(name.clone(), self.log_target.clone()));
+        let idle = Mutex::default();
+        let loaded = Loaded { name, digest, latency, engine, pre, settings_json, limits, log, idle };
         let mut instance = loaded.start().map_err(|e| match e {
-            PluginError::Init(message) => LoadError::Init(message),
-            other => LoadError::Probe(other),
+            StartError { error: PluginError::Init(message), .. } => LoadError::Init(message),
+            StartError { in_init: true, error } => LoadError::InitFailed(error),
+            StartError { in_init: false, error } => LoadError::Probe(error),
         })?;
         instance.call(|bindings: &W, store| bindings.probe(store)).map_err(LoadError::Probe)?;
         loaded.checkin(instance);
@@ -174,6 +200,7 @@ pub struct Loaded<W: World> {
     pre: W::Pre,
     settings_json: String,
     limits: PluginLimits,
+    log: Arc<PluginLog>,
     idle: Mutex<Vec<Instance<W>>>,
 }
 
@@ -183,25 +210,56 @@ impl<W: World> Loaded<W> {
         &self.name
     }
 
-    /// Start a fresh instance and initialise it with the settings.
-    fn start(&self) -> Result<Instance<W>, PluginError> {
-        let state = HostState::new(self.name.clone(), self.limits.memory_limit);
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| state);
-        store.set_fuel(self.limits.cpu_budget).map_err(|e| PluginError::Start(root_cause(&e)))?;
-        let bindings = match W::instantiate(&self.pre, &mut store) {
-            Ok(bindings) => bindings,
-            Err(_) if store.data().memory_cap_hit => return Err(PluginError::MemoryCap),
-            Err(e) => return Err(PluginError::Start(root_cause(&e))),
-        };
-        match bindings.init(&mut store, &self.settings_json) {
-            Ok(Ok(())) => Ok(Instance { store, bindings, cpu_budget: self.limits.cpu_budget }),
-            Ok(Err(message)) => Err(PluginError::Init(message)),
-            Err(e) => Err(call_failure(&store, &e)),
-        }
+    /// The linear memory of a warm instance, in bytes, if one is idle. For
+    /// measurements.
+    pub fn warm_instance_memory(&self) -> Option<u64> {
+        self.idle.lock().expect("idle pool lock").last().map(|instance| instance.store.data().largest_memory)
     }
 
+    /// Start a fresh instance and initialise it with the settings.
+    fn start(&self) -> Result<Instance<W>, StartError> {
+        let instantiating = |error| StartError { in_init: false, error };
+        let state = HostState::new(self.log.clone(), self.limits.memory_limit);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| state);
+        store.set_fuel(self.limits.cpu_budget).map_err(|e| instantiating(PluginError::Start(root_cause(&e))))?;
+        let bindings = match W::instantiate(&self.pre, &mut store) {
+            Ok(bindings) => bindings,
+            Err(e) => {
+                store.data().flush_output();
+                return Err(instantiating(match call_failure(&store, &e) {
+                    PluginError::Trap(message) => PluginError::Start(message),
+                    other => other,
+                }));
+            }
+        };
+        let result = bindings.init(&mut store, &self.settings_json);
+        store.data().flush_output();
+        let error = match result {
+            Ok(Ok(())) => return Ok(Instance { store, bindings, cpu_budget: self.limits.cpu_budget, calls: 0 }),
+            Ok(Err(message)) => PluginError::Init(message),
+            Err(e) => call_failure(&store, &e),
+        };
+        Err(StartError { in_init: true, error })
+    }
+
+    /// Put an instance back in the pool, or retire it if it served its
+    /// share of calls or its memory nears the cap: a fresh instance then
+    /// starts with the plugin's initial memory, before a slow leak can make
+    /// a call fail.
     fn checkin(&self, instance: Instance<W>) {
+        let retire = if instance.calls >= self.limits.max_instance_calls {
+            Some("calls")
+        } else if instance.store.data().largest_memory > self.limits.memory_limit / 4 * 3 {
+            Some("memory")
+        } else {
+            None
+        };
+        if let Some(reason) = retire {
+            let labels = vec![("plugin", self.name.to_string()), ("reason", reason.to_string())];
+            metrics::count("sluice_plugin_instances_retired_total", labels, 1);
+            return;
+        }
         let mut idle = self.idle.lock().expect("idle pool lock");
         if idle.len() < MAX_IDLE_INSTANCES {
             idle.push(instance);
@@ -251,12 +309,30 @@ struct Instance<W> {
     store: Store<HostState>,
     bindings: W,
     cpu_budget: u64,
+    /// Calls served, for retiring it.
+    calls: u64,
 }
 
 impl<W> Instance<W> {
     fn call<T>(&mut self, f: impl FnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<T>) -> Result<T, PluginError> {
         self.store.set_fuel(self.cpu_budget).map_err(|e| PluginError::Start(root_cause(&e)))?;
-        f(&self.bindings, &mut self.store).map_err(|e| call_failure(&self.store, &e))
+        self.calls += 1;
+        let result = f(&self.bindings, &mut self.store);
+        // Whatever the plugin wrote reaches the log, also when it then trapped.
+        self.store.data().flush_output();
+        result.map_err(|e| call_failure(&self.store, &e))
+    }
+}
+
+/// Why an instance could not be started, and whether `init` had begun.
+struct StartError {
+    in_init: bool,
+    error: PluginError,
+}
+
+impl From<StartError> for PluginError {
+    fn from(e: StartError) -> Self {
+        e.error
     }
 }
 
@@ -264,6 +340,9 @@ impl<W> Instance<W> {
 fn call_failure(store: &Store<HostState>, error: &wasmtime::Error) -> PluginError {
     if store.data().memory_cap_hit {
         return PluginError::MemoryCap;
+    }
+    if let Some(status) = wasi::exit_status(error) {
+        return PluginError::Exit(status);
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => PluginError::CpuBudget,
