@@ -54,7 +54,11 @@ pub fn settle<B>(request: &mut Request<B>) -> Result<Option<String>, HostError> 
         // HTTP/1 absolute-form: the target wins; HTTP/2 without a host field.
         (Some(target), _) => target,
         (None, Some(host)) => host,
-        (None, None) if request.version() <= Version::HTTP_10 => return Ok(None),
+        (None, None) if request.version() <= Version::HTTP_10 => {
+            // An empty Host, if any, is not passed on: the backend gets no host either.
+            request.headers_mut().remove(header::HOST);
+            return Ok(None);
+        }
         (None, None) => return Err(HostError::Missing),
     };
     let value = HeaderValue::from_str(settled.as_str()).map_err(|_| HostError::Invalid)?;
