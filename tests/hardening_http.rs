@@ -469,7 +469,8 @@ async fn http2_access_log_lines_carry_the_connection_span() {
         line.unwrap_or_else(|| panic!("no access line for {probe}: {text}"))
     };
     // HTTP/1: the line is in the connection's span (the reference).
-    let answer = exchange(setup.addr(), b"GET /h1-span-probe HTTP/1.1\r\nHost: www.test\r\nConnection: close\r\n\r\n").await;
+    let answer =
+        exchange(setup.addr(), b"GET /h1-span-probe HTTP/1.1\r\nHost: www.test\r\nConnection: close\r\n\r\n").await;
     assert_eq!(status_of(&answer), "200");
     let line = access_line("/h1-span-probe");
     assert!(line.contains("conn{") && line.contains("client=127.0.0.1:"), "no connection span: {line}");

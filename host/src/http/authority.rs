@@ -41,7 +41,8 @@ pub fn settle<B>(request: &mut Request<B>) -> Result<Option<String>, HostError> 
         return Err(HostError::Duplicate);
     }
     // An empty Host names no host: the same as none.
-    let host = host.filter(|v| !v.is_empty()).map(|v| parse(v.to_str().map_err(|_| HostError::Invalid)?)).transpose()?;
+    let host =
+        host.filter(|v| !v.is_empty()).map(|v| parse(v.to_str().map_err(|_| HostError::Invalid)?)).transpose()?;
     let target = request.uri().authority().map(|a| parse(a.as_str())).transpose()?;
     let settled = match (target, host) {
         (Some(target), Some(host)) if request.version() == Version::HTTP_2 => {

@@ -195,9 +195,7 @@ fn is_ws(b: u8) -> bool {
 
 /// True when the head begins with a known method in any case, then a space or tab.
 fn known_method_then_space(head: &[u8]) -> bool {
-    HTTP_METHODS
-        .iter()
-        .any(|m| head.len() > m.len() && head[..m.len()].eq_ignore_ascii_case(m) && is_ws(head[m.len()]))
+    HTTP_METHODS.iter().any(|m| head.len() > m.len() && head[..m.len()].eq_ignore_ascii_case(m) && is_ws(head[m.len()]))
 }
 
 /// `Yes` when `head` starts with `pattern`, `Maybe` when it is a strict
