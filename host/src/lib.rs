@@ -25,6 +25,7 @@
 //! - [`state`]: a snapshot of loaded plugins and backends for one config version.
 //! - [`reload`]: watch the config, plugin and certificate files; validate and swap in new versions.
 //! - [`tls`]: TLS termination (certificates by SNI) and the ClientHello parser.
+//! - [`limits`]: the file-descriptor budget and per-client limits.
 //! - [`demo`]: tiny servers so the examples run with nothing else installed.
 
 pub mod accept;
@@ -37,6 +38,7 @@ pub mod connection;
 pub mod demo;
 pub mod http;
 pub mod io;
+pub mod limits;
 pub mod metrics;
 pub mod names;
 pub mod plugin;
