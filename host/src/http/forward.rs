@@ -11,6 +11,7 @@
 //! sets `retry-idempotent`. A WebSocket upgrade answered with `101` becomes a
 //! byte tunnel with the backend's idle timeout.
 
+use super::client_body;
 use super::headers::{self, add_forwarded, apply_edits, remove_hop_by_hop};
 use super::{HttpStage, ProxyBody, RequestLog, error_response};
 use crate::backend::{ActiveGuard, Backend, BackendError, Server};
@@ -111,6 +112,7 @@ pub(super) async fn forward(
     let order = backend.server_order(affinity.as_deref(), pinned.as_deref());
     // The client's own server (by cookie or key) is waited for when full, not swapped.
     let keyed = affinity.is_some() || order.first().is_some_and(|s| pinned.as_deref() == Some(s.cookie_id.as_str()));
+    let (body, body_failed) = client_body::watch(body);
     let request = Request::from_parts(parts, Counted::new(body, &stage.plan.http.bytes_in).boxed());
     let proxy_header = config.proxy_protocol.map(|version| {
         proxy_protocol::encode(
@@ -127,6 +129,10 @@ pub(super) async fn forward(
             backend.metrics().error(BackendErrorKind::Unavailable);
             log.detail = Some(e.to_string());
             return error_response(StatusCode::SERVICE_UNAVAILABLE, "no server is available");
+        }
+        Ok(Err(e)) if body_failed.get() => {
+            log.detail = Some(format!("the client's request body failed: {e}"));
+            return error_response(StatusCode::BAD_REQUEST, "the request body is malformed or incomplete");
         }
         Ok(Err(e)) => {
             backend.metrics().error(e.kind());

@@ -14,17 +14,24 @@
 //! ```
 //!
 //! Bodies stream both ways with backpressure; nothing is buffered whole.
-//! Errors become short text responses: 404 (the route plugin's), 405 for
+//! Errors become short text responses: 400 (a confusing host, see
+//! `authority`; a malformed request body), 404 (the route plugin's), 405 for
 //! CONNECT, 502 (no server accepted), 504 (no response head in time); hyper
-//! itself answers 400 (malformed) and 431 (head too large) and closes
-//! connections whose head does not arrive within `header-timeout`.
+//! itself answers 400 (malformed head) and 431 (head too large). Connections
+//! whose next request head does not arrive within `header-timeout` are
+//! closed, over HTTP/1 and HTTP/2 alike (see `serve`).
 
+mod authority;
+mod client_body;
 mod forward;
 pub mod headers;
+mod idle;
+mod serve;
+
+pub use serve::serve;
 
 use crate::access_log::{RequestHead, Served, request_id};
 use crate::config::Fallback;
-use crate::io::PrefixedIo;
 use crate::metrics::http::BackendMetrics;
 use crate::plugin::{ConnFacts, ForwardTo, RouteDecision, Router, SyntheticResponse};
 use crate::state::{ListenerPlan, Snapshot};
@@ -33,13 +40,9 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -60,41 +63,6 @@ pub struct HttpStage {
     pub requests: AtomicU64,
 }
 
-/// How every HTTP/2 connection with prior knowledge starts.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Serve HTTP on `io` (the sniffed head, then the client) until the client
-/// is done. Returns hyper's error, if any.
-pub async fn serve<S>(io: PrefixedIo<S>, stage: Arc<HttpStage>) -> Result<(), String>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let config = &stage.plan.config;
-    let handler = stage.clone();
-    let service = service_fn(move |request| {
-        let stage = handler.clone();
-        async move { Ok::<_, Infallible>(handle(&stage, request).await) }
-    });
-    let head = io.unread_prefix();
-    if !head.is_empty() && !H2_PREFACE.starts_with(&head[..head.len().min(H2_PREFACE.len())]) {
-        // Certainly HTTP/1: served by hyper's own HTTP/1 connection rather than the
-        // auto-detecting one, whose private wrapper would hide our stream type from
-        // an upgraded connection. A WebSocket tunnel can then take the client's TCP
-        // socket back and splice it (see `forward::tunnel`).
-        let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1.timer(TokioTimer::new()).header_read_timeout(config.header_timeout).max_buf_size(config.max_header_bytes);
-        return http1.serve_connection(TokioIo::new(io), service).with_upgrades().await.map_err(|e| e.to_string());
-    }
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
-        .max_buf_size(config.max_header_bytes);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(config.max_header_bytes as u32);
-    builder.serve_connection_with_upgrades(TokioIo::new(io), service).await.map_err(|e| e.to_string())
-}
-
 /// What the access log says about one request.
 #[derive(Default)]
 struct RequestLog {
@@ -106,6 +74,7 @@ struct RequestLog {
     backend_metrics: Option<Arc<BackendMetrics>>,
 }
 
+/// Route and answer one request, and log it.
 async fn handle(stage: &HttpStage, mut request: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     stage.requests.fetch_add(1, Ordering::Relaxed);
@@ -135,7 +104,7 @@ async fn handle(stage: &HttpStage, mut request: Request<Incoming>) -> Response<P
     response
 }
 
-async fn route(stage: &HttpStage, request: Request<Incoming>, log: &mut RequestLog) -> Response<ProxyBody> {
+async fn route(stage: &HttpStage, mut request: Request<Incoming>, log: &mut RequestLog) -> Response<ProxyBody> {
     // Per-client request rate (docs/LIMITS.md): 429 with Retry-After.
     if let Err(retry_after) = stage.plan.per_client.check_request(stage.facts.client_addr.ip()) {
         log.detail = Some("per-client request rate exceeded".into());
@@ -144,6 +113,11 @@ async fn route(stage: &HttpStage, request: Request<Incoming>, log: &mut RequestL
     if request.method() == Method::CONNECT {
         log.detail = Some("CONNECT is not supported".into());
         return error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported here");
+    }
+    // The host the plugin routes on is the Host the backend gets, or a 400.
+    if let Err(e) = authority::settle(&mut request) {
+        log.detail = Some(e.to_string());
+        return error_response(StatusCode::BAD_REQUEST, &e.to_string());
     }
     let route_request = headers::route_request(&request);
     let decision = match stage.router.pick(&stage.facts, &route_request) {

@@ -14,8 +14,9 @@ pub const FLASH_POLICY_REQUEST: &[u8] = b"<policy-file-request/>";
 /// The HTTP/2 connection preface (RFC 9113, section 3.4).
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Request methods recognised at the start of an HTTP/1.x request line:
-/// the RFC 9110 methods, PATCH (RFC 5789) and the common WebDAV ones.
+/// Methods that make a line HTTP even before its end is seen (a request
+/// line cut by the byte cap or the inspect deadline): the RFC 9110 methods,
+/// PATCH (RFC 5789) and the common WebDAV ones, in any case.
 pub const HTTP_METHODS: &[&[u8]] = &[
     b"GET",
     b"HEAD",
@@ -96,7 +97,7 @@ pub fn detect_final(head: &[u8]) -> Option<Protocol> {
         Detection::NoMatch => None,
         // A request line cut by the byte cap is still HTTP; other prefixes
         // (a lone "<policy", half a TLS record header) are not enough.
-        Detection::NeedMore if method_then_space(head) => Some(Protocol::Http1),
+        Detection::NeedMore if known_method_then_space(head) => Some(Protocol::Http1),
         Detection::NeedMore => None,
     }
 }
@@ -129,39 +130,72 @@ pub fn http2_preface(head: &[u8]) -> Match {
     prefix_match(head, H2_PREFACE)
 }
 
-/// `METHOD SP request-target SP HTTP/1.x CRLF` with a known method.
+/// Anything that starts like an HTTP/1 request line:
+/// `token WS+ target WS+ "HTTP/" …` up to the line feed, where WS is a space
+/// or a tab. The HTTP stage, not this detector, judges whether the line is
+/// well formed (a lowercase method is legal; a tab, a double space or
+/// `HTTP/1.2` gets an error status there), so a malformed request is never
+/// relayed raw past the route plugin.
+///
+/// `Maybe` while the line could still become one; `No` as soon as it cannot:
+/// the first bytes are not a token, the token is longer than any method,
+/// the line carries control bytes (binary data, not a request line), or the
+/// line ended without ` HTTP/`.
 pub fn http1_request_line(head: &[u8]) -> Match {
-    let method_ok = HTTP_METHODS.iter().any(|m| {
-        let n = m.len().min(head.len());
-        head[..n] == m[..n] && (head.len() <= m.len() || head[m.len()] == b' ')
-    });
-    if !method_ok {
+    // The HTTP/2 preface also looks like a request line: it is HTTP/2's.
+    if H2_PREFACE.starts_with(head) || head.starts_with(H2_PREFACE) {
+        return if head.len() < H2_PREFACE.len() { Match::Maybe } else { Match::No };
+    }
+    let method_len = head.iter().take_while(|&&b| is_tchar(b)).count();
+    if method_len > MAX_METHOD {
         return Match::No;
     }
-    let Some(space) = head.iter().position(|&b| b == b' ') else {
+    if method_len == head.len() {
         return Match::Maybe;
-    };
-    let rest = &head[space + 1..];
-    let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-        // The target may not contain control characters or spaces beyond
-        // the one before the version.
-        if rest.iter().any(|&b| b < 0x20 && b != b'\r') || head.len() > MAX_REQUEST_LINE {
-            return Match::No;
-        }
-        return Match::Maybe;
-    };
-    let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
-    let Some(version_at) = line.iter().rposition(|&b| b == b' ') else {
+    }
+    if method_len == 0 || !is_ws(head[method_len]) {
         return Match::No;
+    }
+    let rest = &head[method_len..];
+    let (line, ended) = match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        // A CR must be the last byte before the LF; a bare CR ends the line too.
+        Some(at) if rest[at] == b'\r' && at + 1 == rest.len() => (&rest[..at], false),
+        Some(at) => (&rest[..at], true),
+        None => (rest, false),
     };
-    let (target, version) = (&line[..version_at], &line[version_at + 1..]);
-    let version_ok = matches!(version, b"HTTP/1.0" | b"HTTP/1.1");
-    if version_ok && !target.is_empty() && !target.contains(&b' ') { Match::Yes } else { Match::No }
+    if line.iter().any(|&b| b < 0x20 && b != b'\t') {
+        return Match::No;
+    }
+    // `line` starts with the whitespace after the method: the version follows
+    // whitespace somewhere after it (a missing or spaced target is the HTTP
+    // stage's to refuse).
+    let has_version = line.windows(6).any(|w| is_ws(w[0]) && &w[1..] == b"HTTP/");
+    if ended {
+        return if has_version { Match::Yes } else { Match::No };
+    }
+    if head.len() > MAX_REQUEST_LINE {
+        // A very long line: HTTP when it begins with a method we know.
+        return if known_method_then_space(head) { Match::Yes } else { Match::No };
+    }
+    Match::Maybe
 }
 
-/// True when the head begins with a known method and a space.
-fn method_then_space(head: &[u8]) -> bool {
-    HTTP_METHODS.iter().any(|m| head.len() > m.len() && head.starts_with(m) && head[m.len()] == b' ')
+/// Longer than the longest registered method (`UPDATEREDIRECTREF`, 17) with room to spare.
+const MAX_METHOD: usize = 32;
+
+/// RFC 9110 `tchar`: the bytes of a method token.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The whitespace a near-HTTP request line may use between its parts.
+fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// True when the head begins with a known method in any case, then a space or tab.
+fn known_method_then_space(head: &[u8]) -> bool {
+    HTTP_METHODS.iter().any(|m| head.len() > m.len() && head[..m.len()].eq_ignore_ascii_case(m) && is_ws(head[m.len()]))
 }
 
 /// `Yes` when `head` starts with `pattern`, `Maybe` when it is a strict
@@ -216,11 +250,60 @@ mod tests {
     #[test]
     fn others_are_decided_early() {
         assert_eq!(detect(b"SSH-2.0-OpenSSH_9.2p1\r\n"), Detection::NoMatch);
-        assert_eq!(detect(b"SS"), Detection::NoMatch);
+        assert_eq!(detect(b"SSH-"), Detection::NeedMore, "a token so far: could be a method");
+        assert_eq!(detect(b"SSH-2.0-OpenSSH\r"), Detection::NoMatch);
         assert_eq!(detect(b"\x16\x03\x01\x00\x10\x02"), Detection::NoMatch);
-        assert_eq!(detect(b"GET / HTTP/2.0\r\n"), Detection::NoMatch);
-        assert_eq!(detect(b"GETX"), Detection::NoMatch);
-        assert_eq!(detect(b"GET /a b HTTP/1.1\r\n"), Detection::NoMatch);
+        assert_eq!(detect(b"GET\r\n"), Detection::NoMatch);
+        assert_eq!(detect(b"GET(/"), Detection::NoMatch, "not a token");
+        assert_eq!(detect(b"GET /x\r\n"), Detection::NoMatch, "HTTP/0.9 has no version");
+        assert_eq!(detect(b"GET /\0 HTTP/1.1"), Detection::NoMatch, "binary, not a request line");
+        assert_eq!(detect(b"\x00GET"), Detection::NoMatch);
+    }
+
+    #[test]
+    fn line_protocols_are_not_http() {
+        for line in [&b"PING\r\n"[..], b"SET key value\r\n", b"EHLO mail.example\r\n", b"a001 LOGIN u p\r\n"] {
+            assert_eq!(detect(line), Detection::NoMatch, "{}", String::from_utf8_lossy(line));
+        }
+        let mut long_token = vec![b'A'; MAX_METHOD + 1];
+        assert_eq!(detect(&long_token), Detection::NoMatch, "longer than any method");
+        long_token.truncate(MAX_METHOD);
+        assert_eq!(detect(&long_token), Detection::NeedMore);
+    }
+
+    /// Lines that start like a request line but are not well formed are
+    /// HTTP: the HTTP stage answers them, nothing is relayed raw.
+    #[test]
+    fn near_http_lines_every_prefix() {
+        for line in [
+            &b"get /x HTTP/1.1\r\n"[..],
+            b"Get /x HTTP/1.1\n",
+            b"GET  /x HTTP/1.1\r\n",
+            b"GET\t/x HTTP/1.1\r\n",
+            b"GET /x\tHTTP/1.1\r\n",
+            b"GET /x  HTTP/1.1\r\n",
+            b"GET /x HTTP/1.2\r\n",
+            b"GET / HTTP/2.0\r\n",
+            b"GET /a b HTTP/1.1\r\n",
+            b"GET HTTP/1.1\r\n",
+            b"BREW /pot HTTP/1.1\r\n",
+            b"M-SEARCH * HTTP/1.1\r\n",
+        ] {
+            check_all_prefixes(line, Protocol::Http1);
+        }
+        // A bare CR ends the line: decided there.
+        assert_eq!(detect(b"GET / HTTP/1.1\rHost"), Detection::Found(Protocol::Http1));
+        assert_eq!(detect(b"GET / HTTP/1.1\r"), Detection::NeedMore);
+    }
+
+    #[test]
+    fn a_long_request_line_is_http_when_its_method_is_known() {
+        let mut long = b"get /".to_vec();
+        long.extend(std::iter::repeat_n(b'a', MAX_REQUEST_LINE));
+        assert_eq!(detect(&long), Detection::Found(Protocol::Http1));
+        let mut other = b"frob /".to_vec();
+        other.extend(std::iter::repeat_n(b'a', MAX_REQUEST_LINE));
+        assert_eq!(detect(&other), Detection::NoMatch);
     }
 
     #[test]
@@ -231,5 +314,7 @@ mod tests {
         let mut long = b"GET /".to_vec();
         long.extend(std::iter::repeat_n(b'a', 100));
         assert_eq!(detect_final(&long), Some(Protocol::Http1));
+        assert_eq!(detect_final(b"post\t/upload"), Some(Protocol::Http1));
+        assert_eq!(detect_final(b"HELO mail.example"), None, "not a method we know");
     }
 }

@@ -1,0 +1,152 @@
+//! One host per request: the host the route plugin routes on is the host
+//! the backend receives, or the request is refused with 400.
+//!
+//! - More than one `Host` field: 400 (RFC 9112 section 3.2), over HTTP/1 and HTTP/2.
+//! - HTTP/1 absolute-form target (`GET http://a.example/x`): the target's
+//!   authority replaces `Host` (RFC 9112 section 3.2.2).
+//! - HTTP/2 `:authority` and a `host` field that names another host
+//!   (after case and default-port normalisation): 400, the request is
+//!   malformed (RFC 9113 section 8.3.1). When they agree, `:authority` is used.
+//! - Userinfo (`user:pw@`) in the target, `:authority` or `Host`: 400.
+//! - HTTP/1.1 (and HTTP/2) without a host: 400; HTTP/1.0 may omit it.
+//!
+//! After [`settle`], the request carries exactly the one `Host` field the
+//! route plugin sees (absent only for HTTP/1.0 without one).
+
+use http::header::{self, HeaderValue};
+use http::uri::Authority;
+use http::{Request, Version};
+
+/// Why a request's host was refused (each answered with 400).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HostError {
+    #[error("more than one Host header")]
+    Duplicate,
+    #[error("no Host header")]
+    Missing,
+    #[error("the Host header is not a valid host")]
+    Invalid,
+    #[error("userinfo in the request's host")]
+    Userinfo,
+    #[error("the :authority and Host of an HTTP/2 request name different hosts")]
+    Mismatch,
+}
+
+/// Decide the request's one host and make `Host` say it. `Ok(None)`: an
+/// HTTP/1.0 request without a host.
+pub fn settle<B>(request: &mut Request<B>) -> Result<Option<String>, HostError> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(HostError::Duplicate);
+    }
+    // An empty Host names no host: the same as none.
+    let host =
+        host.filter(|v| !v.is_empty()).map(|v| parse(v.to_str().map_err(|_| HostError::Invalid)?)).transpose()?;
+    let target = request.uri().authority().map(|a| parse(a.as_str())).transpose()?;
+    let settled = match (target, host) {
+        (Some(target), Some(host)) if request.version() == Version::HTTP_2 => {
+            let scheme = request.uri().scheme_str().unwrap_or("http");
+            if !same_host(&target, &host, scheme) {
+                return Err(HostError::Mismatch);
+            }
+            target
+        }
+        // HTTP/1 absolute-form: the target wins; HTTP/2 without a host field.
+        (Some(target), _) => target,
+        (None, Some(host)) => host,
+        (None, None) if request.version() <= Version::HTTP_10 => {
+            // An empty Host, if any, is not passed on: the backend gets no host either.
+            request.headers_mut().remove(header::HOST);
+            return Ok(None);
+        }
+        (None, None) => return Err(HostError::Missing),
+    };
+    let value = HeaderValue::from_str(settled.as_str()).map_err(|_| HostError::Invalid)?;
+    request.headers_mut().insert(header::HOST, value);
+    Ok(Some(settled.as_str().to_string()))
+}
+
+/// A host without userinfo, with a numeric port if any.
+fn parse(text: &str) -> Result<Authority, HostError> {
+    let authority: Authority = text.parse().map_err(|_| HostError::Invalid)?;
+    if authority.as_str().contains('@') {
+        return Err(HostError::Userinfo);
+    }
+    // `Authority` leaves the port unchecked: only digits (possibly none) are a port.
+    let port = match authority.as_str().rsplit_once(']') {
+        Some((_, after)) => after.strip_prefix(':'),
+        None => authority.as_str().split_once(':').map(|(_, port)| port),
+    };
+    if let Some(port) = port
+        && !port.is_empty()
+        && (!port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err())
+    {
+        return Err(HostError::Invalid);
+    }
+    if authority.host().is_empty() {
+        return Err(HostError::Invalid);
+    }
+    Ok(authority)
+}
+
+/// Scheme-based normalisation (RFC 3986 section 6.2.3): hosts compare
+/// without case, and the scheme's default port equals no port.
+fn same_host(a: &Authority, b: &Authority, scheme: &str) -> bool {
+    let default = if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
+    a.host().eq_ignore_ascii_case(b.host()) && a.port_u16().unwrap_or(default) == b.port_u16().unwrap_or(default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: Version, uri: &str, hosts: &[&str]) -> Request<()> {
+        let mut request = Request::builder().version(version).uri(uri);
+        for host in hosts {
+            request = request.header("host", *host);
+        }
+        request.body(()).unwrap()
+    }
+
+    fn settled(version: Version, uri: &str, hosts: &[&str]) -> Result<Option<String>, HostError> {
+        let mut request = request(version, uri, hosts);
+        let result = settle(&mut request);
+        if let Ok(host) = &result {
+            let sent: Vec<_> = request.headers().get_all("host").iter().map(|v| v.to_str().unwrap()).collect();
+            assert_eq!(sent, host.iter().map(String::as_str).collect::<Vec<_>>(), "Host says what routes");
+        }
+        result
+    }
+
+    const H1: Version = Version::HTTP_11;
+    const H2: Version = Version::HTTP_2;
+
+    #[test]
+    fn one_host_routes_and_is_forwarded() {
+        assert_eq!(settled(H1, "/x", &["a.test"]), Ok(Some("a.test".into())));
+        assert_eq!(settled(H1, "/x", &["[::1]:8080"]), Ok(Some("[::1]:8080".into())));
+        assert_eq!(settled(H1, "http://b.test/x", &["a.test"]), Ok(Some("b.test".into())), "the target wins");
+        assert_eq!(settled(H1, "http://b.test:8080/x", &[]), Ok(Some("b.test:8080".into())));
+        assert_eq!(settled(H2, "http://b.test/x", &[]), Ok(Some("b.test".into())));
+        assert_eq!(settled(H2, "https://B.test/x", &["b.TEST:443"]), Ok(Some("B.test".into())));
+        assert_eq!(settled(Version::HTTP_10, "/x", &[]), Ok(None));
+        assert_eq!(settled(Version::HTTP_10, "/x", &[""]), Ok(None));
+    }
+
+    #[test]
+    fn confusing_hosts_are_refused() {
+        assert_eq!(settled(H1, "/x", &["a.test", "b.test"]), Err(HostError::Duplicate));
+        assert_eq!(settled(H1, "/x", &["a.test", "a.test"]), Err(HostError::Duplicate));
+        assert_eq!(settled(H2, "http://a.test/x", &["a.test", "b.test"]), Err(HostError::Duplicate));
+        assert_eq!(settled(H2, "http://a.test/x", &["b.test"]), Err(HostError::Mismatch));
+        assert_eq!(settled(H2, "http://a.test/x", &["a.test:8080"]), Err(HostError::Mismatch));
+        assert_eq!(settled(H1, "/x", &[]), Err(HostError::Missing));
+        assert_eq!(settled(H1, "/x", &[""]), Err(HostError::Missing));
+        assert_eq!(settled(H1, "http://u:p@a.test/x", &["a.test"]), Err(HostError::Userinfo));
+        assert_eq!(settled(H1, "/x", &["u@a.test"]), Err(HostError::Userinfo));
+        for bad in ["a b", "a.test:http", "a.test:99999", ":80", "a.test/x"] {
+            assert_eq!(settled(H1, "/x", &[bad]), Err(HostError::Invalid), "{bad}");
+        }
+    }
+}
