@@ -89,6 +89,8 @@ pub struct ListenerConfig {
     /// When set, every connection must begin with a PROXY protocol header
     /// and come from one of these networks (anything else is refused).
     pub proxy_protocol_from: Vec<crate::proxy_protocol::IpNet>,
+    /// Automatic certificates for this listener's names (`[listeners.acme]`).
+    pub acme: Option<crate::acme::AcmeConfig>,
 }
 
 /// One certificate (chain) and its private key, both PEM files.

@@ -60,6 +60,8 @@ struct RawListener {
     tls_handshake_timeout: Option<String>,
     #[serde(default)]
     proxy_protocol_from: Vec<String>,
+    /// Automatic certificates (host/src/acme).
+    acme: Option<crate::acme::config::RawAcme>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -312,6 +314,13 @@ impl RawConfig {
                     proxy_protocol_from.push(net);
                 }
             }
+            let acme = raw.acme.as_ref().and_then(|acme| {
+                let validated = acme.validate(base);
+                for (key, message) in validated.as_ref().err().into_iter().flatten() {
+                    problems.add(at(&format!("acme.{key}")), message.clone());
+                }
+                validated.ok()
+            });
             if raw.certificates.iter().filter(|c| c.default).count() > 1 {
                 problems.add(at("certificates"), "at most one certificate can be the default");
             }
@@ -346,6 +355,7 @@ impl RawConfig {
                     certificates,
                     tls_handshake_timeout,
                     proxy_protocol_from,
+                    acme,
                 });
             }
         }

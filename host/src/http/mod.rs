@@ -129,6 +129,11 @@ async fn handle(stage: &HttpStage, request: Request<Incoming>) -> Response<Proxy
 }
 
 async fn route(stage: &HttpStage, request: Request<Incoming>, log: &mut RequestLog) -> Response<ProxyBody> {
+    // ACME HTTP-01 tokens are answered by the host, for pending orders only.
+    if let Some(answer) = crate::acme::http01_answer(request.uri().path()) {
+        log.route = "acme-http-01";
+        return Response::new(Full::new(answer).map_err(|never: Infallible| match never {}).boxed());
+    }
     if request.method() == Method::CONNECT {
         log.detail = Some("CONNECT is not supported".into());
         return error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported here");
