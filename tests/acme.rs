@@ -144,7 +144,8 @@ impl Pebble {
             .spawn()
             .expect("starting pebble");
         self.server = Some(server);
-        let ready = until(|| async { self.get(self.api, "/dir").await.ok() }).await;
+        let this = &*self;
+        let ready = until(|| async move { this.get(this.api, "/dir").await.ok() }).await;
         assert!(ready.contains("newOrder"), "pebble's directory: {ready}");
     }
 
@@ -156,7 +157,7 @@ impl Pebble {
 
     /// The root Pebble issues under (a new one each time it starts).
     async fn root(&self) -> CertificateDer<'static> {
-        let pem = until(|| async { self.get(self.management, "/roots/0").await.ok() }).await;
+        let pem = until(|| async move { self.get(self.management, "/roots/0").await.ok() }).await;
         CertificateDer::from_pem_slice(pem.as_bytes()).expect("pebble's root is PEM")
     }
 
@@ -281,7 +282,7 @@ async fn wait_for_certificate(
     root: &CertificateDer<'static>,
     previous: Option<&CertificateDer<'static>>,
 ) -> CertificateDer<'static> {
-    until(|| async {
+    until(|| async move {
         let chain = served_chain(addr, name).await?;
         (Some(&chain[0]) != previous && verifies(&chain, root, name).is_ok()).then(|| chain[0].clone())
     })
@@ -297,6 +298,8 @@ async fn issue_serve_renew_and_survive_the_ca_being_down() {
     if !pebble_installed() {
         return;
     }
+    // sluice's log (order failures and issuance) shows with the test's output.
+    let _ = tracing_subscriber::fmt().with_env_filter("sluice=info").with_test_writer().try_init();
     let dir = std::env::temp_dir().join(format!("sluice-acme-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -351,7 +354,7 @@ async fn issue_serve_renew_and_survive_the_ca_being_down() {
     // show, and the certificate in place is still served.
     pebble.stop().await;
     let stopped_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let failing = until(|| async {
+    let failing = until(|| async move {
         let status: serde_json::Value = serde_json::from_str(&admin_get(admin, "/status").await).ok()?;
         let entry = acme_status(&status, "edge");
         let failed_after_stop = entry["last_error"]["at_unix"].as_u64().is_some_and(|at| at >= stopped_at);
@@ -375,7 +378,7 @@ async fn issue_serve_renew_and_survive_the_ca_being_down() {
     assert_ne!(new_root, root);
     wait_for_certificate(edge, "alpn.test", &new_root, None).await;
     wait_for_certificate(api, "http.test", &new_root, None).await;
-    let recovered = until(|| async {
+    let recovered = until(|| async move {
         let status: serde_json::Value = serde_json::from_str(&admin_get(admin, "/status").await).ok()?;
         let entry = acme_status(&status, "edge");
         (entry["consecutive_failures"] == 0).then_some(entry)

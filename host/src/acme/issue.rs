@@ -95,11 +95,11 @@ pub async fn issue(config: &AcmeConfig, paths: &Paths) -> Result<Issued, IssueEr
 async fn account(config: &AcmeConfig, paths: &Paths) -> Result<Account, IssueError> {
     let failed = |error: String| IssueError::Account { directory: config.directory.clone(), error };
     let builder = || -> Result<AccountBuilder, IssueError> {
-        match &config.ca_file {
+        let builder = match &config.ca_file {
             Some(file) => Account::builder_with_root(file),
             None => Account::builder(),
-        }
-        .map_err(|e| IssueError::Setup(e.to_string()))
+        };
+        builder.map_err(|e| IssueError::Setup(e.to_string()))
     };
     if let Some(json) = store::read_account(paths).map_err(IssueError::State)? {
         let credentials: AccountCredentials = serde_json::from_slice(&json)
@@ -131,7 +131,9 @@ fn challenge_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>,
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
     let key = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| e.to_string())?;
-    let provider = rustls::crypto::ring::default_provider();
-    let certified = CertifiedKey::from_der(vec![cert.der().clone()], key, &provider).map_err(|e| e.to_string())?;
-    Ok(Arc::new(certified))
+    // Not `CertifiedKey::from_der`: its key check parses the certificate with
+    // webpki, which refuses the critical acmeIdentifier extension.
+    let signing_key =
+        rustls::crypto::ring::default_provider().key_provider.load_private_key(key).map_err(|e| e.to_string())?;
+    Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing_key)))
 }

@@ -79,7 +79,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub fn spawn(config: &Config, stop: CancellationToken) {
     for listener in &config.listeners {
         let Some(acme) = &listener.acme else { continue };
-        ACTIVE.store(true, Ordering::Relaxed);
+        if !ACTIVE.swap(true, Ordering::Relaxed) {
+            // The ACME client's HTTPS uses the process default; sluice uses ring everywhere.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let task = manager::Manager::new(listener.name.to_string(), acme.clone());
         tokio::spawn(task.run(stop.clone()));
     }
@@ -168,5 +171,21 @@ impl Drop for PendingChallenge {
                 lock(&registry().http_tokens).remove(token);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http01_answers_only_pending_tokens_and_only_while_pending() {
+        ACTIVE.store(true, Ordering::Relaxed);
+        let pending = PendingChallenge::http("tok-1", "tok-1.thumb");
+        assert_eq!(http01_answer("/.well-known/acme-challenge/tok-1").as_deref(), Some(&b"tok-1.thumb"[..]));
+        assert_eq!(http01_answer("/.well-known/acme-challenge/tok-2"), None);
+        assert_eq!(http01_answer("/tok-1"), None);
+        drop(pending);
+        assert_eq!(http01_answer("/.well-known/acme-challenge/tok-1"), None, "withdrawn with the order");
     }
 }
