@@ -126,8 +126,16 @@ const HELP: &[(&str, &str, &str)] = &[
     ("sluice_backend_queued", "gauge", "Requests and connections waiting for a backend server under max-connections."),
     ("sluice_reloads_total", "counter", "Configuration and plugin reloads by result."),
     ("sluice_acme_orders_total", "counter", "ACME certificate orders by listener and result (issued, failed)."),
-    ("sluice_acme_certificate_expiry_timestamp_seconds", "gauge", "Unix time the ACME certificate served expires (0: none yet)."),
-    ("sluice_acme_next_attempt_timestamp_seconds", "gauge", "Unix time of the next ACME order (renewal or retry; 0 while one runs)."),
+    (
+        "sluice_acme_certificate_expiry_timestamp_seconds",
+        "gauge",
+        "Unix time the ACME certificate served expires (0: none yet).",
+    ),
+    (
+        "sluice_acme_next_attempt_timestamp_seconds",
+        "gauge",
+        "Unix time of the next ACME order (renewal or retry; 0 while one runs).",
+    ),
     ("sluice_acme_consecutive_failures", "gauge", "ACME orders failed in a row, by listener (0 after a success)."),
 ];
 

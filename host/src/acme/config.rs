@@ -86,7 +86,8 @@ impl RawAcme {
         }
         for contact in &self.contact {
             if !contact.starts_with("mailto:") || contact.len() <= "mailto:".len() {
-                problems.push(("contact", format!("`{contact}` is not a mailto: URI (e.g. \"mailto:ops@example.com\")")));
+                problems
+                    .push(("contact", format!("`{contact}` is not a mailto: URI (e.g. \"mailto:ops@example.com\")")));
             }
         }
         let challenge = match self.challenge.as_deref() {
@@ -191,11 +192,10 @@ mod tests {
 
     #[test]
     fn every_bad_value_is_reported() {
-        let problems = raw(
-            "directory = \"ftp://x\"\nchallenge = \"dns-01\"\ncontact = [\"ops@x\"]\nca-file = \"missing.pem\"\n\
-             retry-min = \"2h\"\nretry-max = \"1h\"\nrenew-before = \"0s\"",
-        )
-        .unwrap_err();
+        let problems =
+            raw("directory = \"ftp://x\"\nchallenge = \"dns-01\"\ncontact = [\"ops@x\"]\nca-file = \"missing.pem\"\n\
+             retry-min = \"2h\"\nretry-max = \"1h\"\nrenew-before = \"0s\"")
+            .unwrap_err();
         let keys: Vec<&str> = problems.iter().map(|(key, _)| *key).collect();
         assert_eq!(keys, ["directory", "contact", "challenge", "ca-file", "renew-before", "retry-min"]);
         let names: RawAcme = toml::from_str("names = [\"*.a.com\", \"1.2.3.4\", \"a..b\"]\nstate-dir = \"s\"").unwrap();

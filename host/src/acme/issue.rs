@@ -41,13 +41,13 @@ const POLL: RetryPolicy = RetryPolicy::new().initial_delay(Duration::from_millis
 pub async fn issue(config: &AcmeConfig, paths: &Paths) -> Result<Issued, IssueError> {
     let account = account(config, paths).await?;
     let identifiers: Vec<Identifier> = config.names.iter().map(|name| Identifier::Dns(name.clone())).collect();
-    let mut order = account.new_order(&NewOrder::new(&identifiers)).await.map_err(|e| IssueError::Order(e.to_string()))?;
+    let mut order = account.new_order(&NewOrder::new(&identifiers)).await.map_err(|e| IssueError::Order(full(&e)))?;
 
     // Answer every pending authorization; the answers stay up until the order is decided.
     let mut pending = Vec::new();
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
-        let mut authorization = authorization.map_err(|e| IssueError::Order(e.to_string()))?;
+        let mut authorization = authorization.map_err(|e| IssueError::Order(full(&e)))?;
         let name = authorization.identifier().to_string();
         let fail = |error: String| IssueError::Challenge { name: name.clone(), error };
         match authorization.status {
@@ -70,21 +70,21 @@ pub async fn issue(config: &AcmeConfig, paths: &Paths) -> Result<Issued, IssueEr
             }
             ChallengeKind::Http01 => PendingChallenge::http(&challenge.token, key_authorization.as_str()),
         });
-        challenge.set_ready().await.map_err(|e| fail(e.to_string()))?;
+        challenge.set_ready().await.map_err(|e| fail(full(&e)))?;
     }
-    let status = order.poll_ready(&POLL).await.map_err(|e| IssueError::Order(e.to_string()))?;
+    let status = order.poll_ready(&POLL).await.map_err(|e| IssueError::Order(full(&e)))?;
     drop(pending);
     if status != OrderStatus::Ready {
-        let why = order.state().error.as_ref().map_or_else(|| format!("{status:?}"), |e| e.to_string());
+        let why = order.state().error.as_ref().map_or_else(|| format!("{status:?}"), |e| full(e));
         return Err(IssueError::Order(format!("the CA did not validate the names ({why})")));
     }
 
-    let key = rcgen::KeyPair::generate().map_err(|e| IssueError::Certificate(e.to_string()))?;
+    let key = rcgen::KeyPair::generate().map_err(|e| IssueError::Certificate(full(&e)))?;
     let csr = rcgen::CertificateParams::new(config.names.clone())
         .and_then(|params| params.serialize_request(&key))
         .map_err(|e| IssueError::Certificate(format!("cannot make the CSR: {e}")))?;
-    order.finalize_csr(csr.der()).await.map_err(|e| IssueError::Certificate(e.to_string()))?;
-    let chain_pem = order.poll_certificate(&POLL).await.map_err(|e| IssueError::Certificate(e.to_string()))?;
+    order.finalize_csr(csr.der()).await.map_err(|e| IssueError::Certificate(full(&e)))?;
+    let chain_pem = order.poll_certificate(&POLL).await.map_err(|e| IssueError::Certificate(full(&e)))?;
     Ok(Issued { chain_pem, key_pem: key.serialize_pem() })
 }
 
@@ -93,33 +93,50 @@ pub async fn issue(config: &AcmeConfig, paths: &Paths) -> Result<Issued, IssueEr
 /// key returns that account), so a CA that forgot the account (a reset test
 /// CA) gets it back with the same key.
 async fn account(config: &AcmeConfig, paths: &Paths) -> Result<Account, IssueError> {
+    // Listeners sharing a state directory share the account: one registers it, the others read it.
+    static REGISTERING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _registering = REGISTERING.lock().await;
     let failed = |error: String| IssueError::Account { directory: config.directory.clone(), error };
     let builder = || -> Result<AccountBuilder, IssueError> {
         let builder = match &config.ca_file {
             Some(file) => Account::builder_with_root(file),
             None => Account::builder(),
         };
-        builder.map_err(|e| IssueError::Setup(e.to_string()))
+        builder.map_err(|e| IssueError::Setup(full(&e)))
     };
     if let Some(json) = store::read_account(paths).map_err(IssueError::State)? {
         let credentials: AccountCredentials = serde_json::from_slice(&json)
             .map_err(|e| IssueError::State(format!("{}: {e}", paths.account.display())))?;
         let pkcs8 = credentials.private_key().clone_key();
-        let key = Key::from_pkcs8_der(pkcs8.clone_key()).map_err(|e| failed(e.to_string()))?;
+        let key = Key::from_pkcs8_der(pkcs8.clone_key()).map_err(|e| failed(full(&e)))?;
         let (account, _) = builder()?
             .create_from_key((key, PrivateKeyDer::Pkcs8(pkcs8)), config.directory.clone())
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| failed(full(&e)))?;
         return Ok(account);
     }
     let contact: Vec<&str> = config.contact.iter().map(String::as_str).collect();
     let new = NewAccount { contact: &contact, terms_of_service_agreed: true, only_return_existing: false };
     let (account, credentials) =
-        builder()?.create(&new, config.directory.clone(), None).await.map_err(|e| failed(e.to_string()))?;
-    let json = serde_json::to_vec_pretty(&credentials).map_err(|e| IssueError::State(e.to_string()))?;
+        builder()?.create(&new, config.directory.clone(), None).await.map_err(|e| failed(full(&e)))?;
+    let json = serde_json::to_vec_pretty(&credentials).map_err(|e| IssueError::State(full(&e)))?;
     store::save_account(paths, &json).map_err(IssueError::State)?;
     tracing::info!(directory = %config.directory, file = %paths.account.display(), "ACME account registered");
     Ok(account)
+}
+
+/// An error with its causes ("client error (Connect): tcp connect error: Connection refused").
+fn full(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The TLS-ALPN-01 certificate (RFC 8737 §3): self-signed, for `name` only,

@@ -1,9 +1,9 @@
 //! One ACME listener's renewal loop: serve the stored certificate, order a
 //! new one at the renewal point, back off after failures, report.
 
+use super::AcmeConfig;
 use super::issue::{self, IssueError};
 use super::store::{self, Certificate, Paths};
-use super::AcmeConfig;
 use crate::metrics;
 use serde_json::json;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
