@@ -191,6 +191,19 @@ mod tests {
     }
 
     #[test]
+    fn problems_name_the_listener_field() {
+        let text = "[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:443\"\nsniff = \"sniff\"\n\
+                    [listeners.acme]\nnames = [\"a.test\"]\nstate-dir = \"acme\"\nchallenge = \"dns-01\"\n\
+                    [plugins.sniff]\nbuiltin = \"sniff\"\n";
+        let error = crate::config::Config::parse(text, Path::new("/etc/sluice/sluice.toml")).unwrap_err();
+        assert_eq!(error.problems.len(), 1, "{error}");
+        assert_eq!(error.problems[0].field, "listeners[0].acme.challenge");
+        let fixed = text.replace("dns-01", "http-01");
+        let config = crate::config::Config::parse(&fixed, Path::new("/etc/sluice/sluice.toml")).unwrap();
+        assert_eq!(config.listeners[0].acme.as_ref().unwrap().challenge, ChallengeKind::Http01);
+    }
+
+    #[test]
     fn every_bad_value_is_reported() {
         let problems =
             raw("directory = \"ftp://x\"\nchallenge = \"dns-01\"\ncontact = [\"ops@x\"]\nca-file = \"missing.pem\"\n\
