@@ -16,7 +16,9 @@ fn check_accepts_the_demo_config() {
     let output = sluice().arg("check").arg("--config").arg(repo_root().join("examples/demo.toml")).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains(": ok (1 listeners, 2 backends, 2 plugins loaded and probed)"), "{stdout}");
+    assert!(stdout.contains(": ok (1 listeners, 3 backends, 2 plugins loaded and probed)"), "{stdout}");
+    // The verdict is on stdout; a clean check says nothing on stderr.
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "", "stderr of a successful check");
 }
 
 #[test]

@@ -4,15 +4,17 @@
 //! never delays the next accept.
 
 use crate::connection::{self, Outcome, Report, Spawner};
+use crate::limits::Throttled;
 use crate::metrics::{self, GaugeGuard};
 use crate::names::{ConnId, ListenerName};
 use crate::plugin::ConnFacts;
 use crate::state::Snapshot;
 use arc_swap::ArcSwap;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -48,15 +50,7 @@ impl AcceptLoop {
                 () = self.draining.stop_accepting.cancelled() => return,
                 accepted = self.listener.accept() => accepted,
             };
-            let (stream, client_addr) = match accepted {
-                Ok(accepted) => accepted,
-                Err(e) if is_per_connection(&e) => continue,
-                Err(e) => {
-                    tracing::error!(listener = %self.name, error = %e, "accept failed; backing off");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            };
+            let Some((stream, client_addr)) = accepted_or_back_off(accepted, &self.name).await else { continue };
             let snapshot = self.snapshot.load_full();
             let Some(plan) = snapshot.listeners.get(&self.name).cloned() else {
                 continue; // this listener was removed from the config
@@ -66,6 +60,17 @@ impl AcceptLoop {
             let Ok(connection_permit) = snapshot.limits.connections.clone().try_acquire_owned() else {
                 refuse(&self.name, "max-connections");
                 continue;
+            };
+            // Per-client limits; behind a trusted PROXY protocol sender they
+            // apply to the client its header names (see `connection`).
+            let behind_proxy = plan.config.proxy_protocol_from.iter().any(|net| net.contains(client_addr.ip()));
+            let client_permit = if behind_proxy {
+                None
+            } else {
+                match plan.per_client.admit(client_addr.ip()) {
+                    Ok(permit) => permit,
+                    Err(_) => continue, // counted and logged by the limiter; dropping `stream` closes it
+                }
             };
             let Ok(sniff_permit) = snapshot.limits.sniffing.clone().try_acquire_owned() else {
                 refuse(&self.name, "max-sniffing");
@@ -81,7 +86,7 @@ impl AcceptLoop {
             let active_gauge = active.clone();
             self.connections.spawn(
                 async move {
-                    let _permit = connection_permit;
+                    let _permits = (connection_permit, client_permit);
                     let _active = GaugeGuard::new(active_gauge);
                     let started = Instant::now();
                     let report = tokio::select! {
@@ -89,6 +94,7 @@ impl AcceptLoop {
                         () = close_all.cancelled() => Report::shutdown(),
                     };
                     count_connection(&listener, &report);
+                    crate::limits::memory::connection_ended();
                     log_access(&report, started.elapsed());
                 }
                 .instrument(span),
@@ -98,8 +104,34 @@ impl AcceptLoop {
 }
 
 fn refuse(listener: &ListenerName, limit: &'static str) {
-    tracing::warn!(listener = %listener, limit, "connection refused: global limit reached");
-    metrics::count("sluice_connections_refused_total", vec![("limit", limit.to_string())], 1);
+    static LOG: Throttled = Throttled::new();
+    if let Some(suppressed) = LOG.ready() {
+        tracing::warn!(listener = %listener, limit, suppressed, "connection refused: global limit reached");
+    }
+    crate::limits::count_refusal(limit);
+}
+
+/// The accepted connection, or `None` after an accept error: one that
+/// concerns a single connection is skipped; any other (out of file
+/// descriptors: EMFILE, ENFILE) is logged at most once per interval and
+/// followed by a pause, instead of spinning on it. Shared by the admin listener.
+pub async fn accepted_or_back_off(
+    accepted: io::Result<(TcpStream, SocketAddr)>,
+    listener: &(dyn std::fmt::Display + Sync),
+) -> Option<(TcpStream, SocketAddr)> {
+    match accepted {
+        Ok(accepted) => Some(accepted),
+        Err(e) if is_per_connection(&e) => None,
+        Err(e) => {
+            static LOG: Throttled = Throttled::new();
+            if let Some(suppressed) = LOG.ready() {
+                tracing::error!(listener = %listener, error = %e, suppressed, "accept failed; backing off");
+            }
+            metrics::count("sluice_accept_errors_total", vec![("listener", listener.to_string())], 1);
+            tokio::time::sleep(ACCEPT_BACKOFF).await;
+            None
+        }
+    }
 }
 
 fn count_connection(listener: &ListenerName, report: &Report) {

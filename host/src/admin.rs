@@ -1,8 +1,12 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz`, and a JSON
 //! `/status` (listeners, loaded plugins with the hash of each version,
 //! backends with server health, the last reload). Bind it to loopback: it
-//! has no authentication.
+//! has no authentication (`sluice check` warns otherwise). It has its own
+//! small connection cap and header timeout (`[admin]`, docs/LIMITS.md).
 
+use crate::accept::accepted_or_back_off;
+use crate::config::AdminConfig;
+use crate::limits::Throttled;
 use crate::metrics;
 use crate::state::Snapshot;
 use arc_swap::ArcSwap;
@@ -10,12 +14,13 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// Extra status the app adds to `/status` (e.g. the last reload).
@@ -27,26 +32,44 @@ pub struct Admin {
     pub started: Instant,
 }
 
-/// Serve the admin endpoints until `stop`.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationToken) {
+/// Serve the admin endpoints until `stop`. At most `limits.max_connections`
+/// connections are open at once (more are closed right after accept), each
+/// closed when a request head does not arrive within `limits.header_timeout`
+/// (waiting for the next request on a keep-alive connection included); out
+/// of file descriptors, the accept loop backs off like the main one.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, limits: AdminConfig, stop: CancellationToken) {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "admin listening");
+        tracing::info!(%addr, max_connections = limits.max_connections, "admin listening");
     }
+    let open = Arc::new(Semaphore::new(limits.max_connections));
     loop {
-        let stream = tokio::select! {
+        let accepted = tokio::select! {
             () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
+            accepted = listener.accept() => accepted,
+        };
+        let Some((stream, _)) = accepted_or_back_off(accepted, &"admin").await else { continue };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            static LOG: Throttled = Throttled::new();
+            if let Some(suppressed) = LOG.ready() {
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    suppressed,
+                    "admin connection refused: cap reached"
+                );
+            }
+            crate::limits::count_refusal("admin-max-connections");
+            continue; // dropping `stream` closes it
         };
         let admin = admin.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |request| {
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(answer(&admin, request)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }

@@ -72,6 +72,11 @@ impl App {
             .map_err(|e| StartError::Runtime(format!("plugin loading panicked: {e}")))??
         };
 
+        // Once, at start (`sluice check` prints the same).
+        tracing::info!("{}", crate::limits::fd_budget::summary(&config));
+        for warning in crate::limits::fd_budget::warnings(&config) {
+            tracing::warn!("{warning}");
+        }
         let mut demo_servers = Vec::new();
         for demo in &config.demo_servers {
             let what = format!("demo server ({:?})", demo.kind);
@@ -150,17 +155,18 @@ impl App {
         let connections = TaskTracker::new();
         let draining = Draining { stop_accepting: stop_accepting.clone(), close_all: close_all.clone() };
 
-        if let Some(listener) = self.admin {
+        if let (Some(listener), Some(limits)) = (self.admin, self.config.admin) {
             let reload = self.reload.clone();
             let admin = Arc::new(admin::Admin {
                 snapshot: self.snapshot.clone(),
                 extra: Arc::new(move || reload_json(&reload.status())),
                 started: std::time::Instant::now(),
             });
-            tokio::spawn(admin::serve(listener, admin, stop_accepting.clone()));
+            tokio::spawn(admin::serve(listener, admin, limits, stop_accepting.clone()));
         }
+        tokio::spawn(crate::limits::memory::release_after_floods(connections.clone(), stop_accepting.clone()));
         for (demo, listener) in self.demo_servers {
-            tokio::spawn(demo::serve(demo.kind, listener, stop_accepting.clone()));
+            tokio::spawn(demo::serve(demo, listener, stop_accepting.clone()));
         }
         crate::acme::spawn(&self.config, stop_accepting.clone());
         // The reloader owns the listeners from here on: reloads add and remove them.

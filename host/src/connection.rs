@@ -146,6 +146,7 @@ pub async fn serve(
     let mut sniff_permit = Some(sniff_permit);
     let mut client = client;
     let mut initial = Vec::new();
+    let mut _client_permit = None; // per-client limits for the client a PROXY header names
     if !plan.config.proxy_protocol_from.is_empty() {
         let peer = facts.client_addr.ip();
         if !plan.config.proxy_protocol_from.iter().any(|net| net.contains(peer)) {
@@ -157,6 +158,10 @@ pub async fn serve(
                     facts.client_addr = addrs.client;
                     facts.local_addr = addrs.server;
                     report.proxied_client = Some(addrs.client);
+                    match plan.per_client.admit(addrs.client.ip()) {
+                        Ok(permit) => _client_permit = permit,
+                        Err(refusal) => return report.ended(Outcome::Rejected(refusal.to_string())),
+                    }
                 }
                 initial = rest;
             }

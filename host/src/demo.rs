@@ -1,17 +1,22 @@
 //! Tiny servers that sluice can run itself (`[[demo-servers]]`), so an
 //! example config works on a machine with nothing else installed. They are
-//! for trying sluice out, not for production.
+//! for trying sluice out, not for production. Each says who it is (its
+//! `name` and address) in the first line it sends, so a routing change shows
+//! with curl or nc.
 
-use crate::config::DemoKind;
+use crate::config::{DemoKind, DemoServer};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-pub async fn serve(kind: DemoKind, listener: TcpListener, stop: CancellationToken) {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(?kind, %addr, "demo server listening");
-    }
+pub async fn serve(demo: DemoServer, listener: TcpListener, stop: CancellationToken) {
+    let kind = demo.kind;
+    // The bound address, not the configured one: port 0 works too.
+    let addr = listener.local_addr().unwrap_or(demo.bind);
+    tracing::info!(?kind, name = %demo.name, %addr, "demo server listening");
+    let who: Arc<str> = format!("\"{}\" ({addr})", demo.name).into();
     loop {
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return,
@@ -21,12 +26,13 @@ pub async fn serve(kind: DemoKind, listener: TcpListener, stop: CancellationToke
             },
         };
         let stop = stop.clone();
+        let who = who.clone();
         tokio::spawn(async move {
             let serve = async {
                 match kind {
                     DemoKind::Echo => echo(stream).await,
-                    DemoKind::Http => http(stream, peer).await,
-                    DemoKind::Banner => banner(stream).await,
+                    DemoKind::Http => http(stream, peer, &who).await,
+                    DemoKind::Banner => banner(stream, &who).await,
                 }
             };
             tokio::select! {
@@ -43,14 +49,17 @@ async fn echo(mut stream: TcpStream) -> std::io::Result<()> {
     write.shutdown().await
 }
 
-async fn banner(mut stream: TcpStream) -> std::io::Result<()> {
-    stream.write_all(b"220 sluice demo server speaks first; now echoing\r\n").await?;
+/// `who` is the server's name and address, e.g. `"tcp" (127.0.0.1:9082)`.
+async fn banner(mut stream: TcpStream, who: &str) -> std::io::Result<()> {
+    let greeting = format!("220 sluice demo backend {who} speaks first; now echoing\r\n");
+    stream.write_all(greeting.as_bytes()).await?;
     echo(stream).await
 }
 
 /// Answers each HTTP/1 request (keep-alive aware, bodies ignored unless
-/// Content-Length says how long they are) with a short text page.
-async fn http(stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+/// Content-Length says how long they are) with a short text page that
+/// starts with who answered.
+async fn http(stream: TcpStream, peer: SocketAddr, who: &str) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream);
     loop {
         let mut request_line = String::new();
@@ -77,7 +86,7 @@ async fn http(stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
         let mut body = vec![0u8; content_length.min(1 << 20)];
         reader.read_exact(&mut body).await?;
         let text =
-            format!("hello from the sluice demo web backend\nrequest: {}\nfrom: {peer}\n", request_line.trim_end());
+            format!("hello from the sluice demo backend {who}\nrequest: {}\nfrom: {peer}\n", request_line.trim_end());
         let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{text}",
             text.len(),

@@ -26,6 +26,7 @@
 //! - [`reload`]: watch the config, plugin and certificate files; validate and swap in new versions.
 //! - [`tls`]: TLS termination (certificates by SNI) and the ClientHello parser.
 //! - [`acme`]: automatic certificates (RFC 8555): renewal, TLS-ALPN-01 and HTTP-01 answers.
+//! - [`limits`]: the file-descriptor budget and per-client limits.
 //! - [`demo`]: tiny servers so the examples run with nothing else installed.
 
 pub mod accept;
@@ -39,6 +40,7 @@ pub mod connection;
 pub mod demo;
 pub mod http;
 pub mod io;
+pub mod limits;
 pub mod metrics;
 pub mod names;
 pub mod plugin;

@@ -1,7 +1,10 @@
 //! The `sluice` command: parse arguments, load and validate the config before
 //! binding anything, bind, serve until SIGINT/SIGTERM, drain. While serving,
 //! changed config, plugin and certificate files are reloaded, and so is
-//! everything on SIGHUP.
+//! everything on SIGHUP. Under systemd (`Type=notify`) each of these steps
+//! is reported to the service manager ([`notify`]).
+
+mod notify;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -136,7 +139,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let _flush_logs_on_exit = init_logging(args.log_format);
+    let _flush_logs_on_exit = init_logging(args.log_format, "info");
+    raise_fd_limit();
     let config = Config::load(&args.config)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.threads {
@@ -146,7 +150,15 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let app = App::bind(config).await?.with_grace(args.grace).with_watch(!args.no_watch);
         reload_on_sighup(app.reload_handle())?;
-        match app.run(shutdown_signal()).await {
+        // Every listener is bound: connections from now on wait in the accept queue.
+        let listeners: Vec<_> = app.local_addrs().into_iter().map(|(name, addr)| (name.to_string(), addr)).collect();
+        notify::ready(&listeners, app.admin_addr());
+        let grace = args.grace;
+        let shutdown = async move {
+            shutdown_signal().await;
+            notify::stopping(grace);
+        };
+        match app.run(shutdown).await {
             Drained::Clean => Ok(ExitCode::SUCCESS),
             // Exit code 3: the grace period ended with connections still open.
             Drained::Forced(_) => Ok(ExitCode::from(3)),
@@ -155,10 +167,17 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let _flush_logs_on_exit = init_logging(LogFormat::Human);
+    // The verdict goes to stdout and problems to stderr; the info lines of
+    // loading plugins would only be noise there (SLUICE_LOG still overrides).
+    let _flush_logs_on_exit = init_logging(LogFormat::Human, "warn");
+    raise_fd_limit();
     let config = Config::load(&args.config)?;
     let runtime = sluice::plugin::wasm::Runtime::new()?;
     sluice::state::Snapshot::build(&config, &runtime)?;
+    println!("{}", sluice::limits::fd_budget::summary(&config));
+    for warning in sluice::limits::fd_budget::warnings(&config) {
+        println!("warning: {warning}");
+    }
     println!(
         "{}: ok ({} listeners, {} backends, {} plugins loaded and probed)",
         args.config.display(),
@@ -167,6 +186,18 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         config.plugins.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raise the soft file-descriptor limit to the hard one before the config
+/// is loaded: the default `max-connections` is derived from it.
+fn raise_fd_limit() {
+    match sluice::limits::fd_budget::raise_limit() {
+        Ok(raised) if raised.now > raised.before => {
+            tracing::info!(from = raised.before, to = raised.now, "raised the file-descriptor limit")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file-descriptor limit"),
+    }
 }
 
 fn plugin_test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
@@ -217,8 +248,9 @@ fn plugin_test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
 /// Log to stderr through a background thread: a slow or stalled log reader
 /// must not stall the proxy. If the reader falls more than `LOG_QUEUE_LINES`
 /// behind, further lines are dropped (never blocked on). Keep the guard
-/// alive until exit: dropping it flushes what is queued.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// alive until exit: dropping it flushes what is queued. `default_level`
+/// applies when `SLUICE_LOG` is not set.
+fn init_logging(format: LogFormat, default_level: &str) -> tracing_appender::non_blocking::WorkerGuard {
     const LOG_QUEUE_LINES: usize = 128 * 1024;
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(LOG_QUEUE_LINES)
@@ -226,7 +258,7 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         .thread_name("sluice-log")
         .finish(std::io::stderr());
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -239,7 +271,9 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
 }
 
 /// Reload on every SIGHUP (installed before serving, so a SIGHUP never
-/// terminates the process).
+/// terminates the process), telling the service manager when the reload
+/// starts and ends (`ExecReload=kill -HUP` waits for that under systemd).
+/// SIGHUPs that arrive during a reload are folded into one more reload.
 fn reload_on_sighup(reload: sluice::reload::ReloadHandle) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
@@ -248,7 +282,8 @@ fn reload_on_sighup(reload: sluice::reload::ReloadHandle) -> anyhow::Result<()> 
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading");
-                reload.reload_now();
+                notify::reloading();
+                notify::reloaded(&reload.reload().await);
             }
         });
     }

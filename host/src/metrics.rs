@@ -114,7 +114,19 @@ const HELP: &[(&str, &str, &str)] = &[
     ("sluice_connections_total", "counter", "Accepted connections by listener and how they were classified."),
     ("sluice_connections_active", "gauge", "Open client connections by listener."),
     ("sluice_connections_sniffing", "gauge", "Connections still being sniffed."),
-    ("sluice_connections_refused_total", "counter", "Connections refused by a global limit, by limit."),
+    // Limits (docs/LIMITS.md).
+    ("sluice_connections_refused_total", "counter", "Connections closed right after accept by a limit, by limit."),
+    ("sluice_http_requests_refused_total", "counter", "HTTP requests answered 429 by a per-client rate, by listener."),
+    (
+        "sluice_accept_errors_total",
+        "counter",
+        "Accept errors other than a failed single connection (e.g. out of file descriptors), by listener.",
+    ),
+    (
+        "sluice_memory_trims_total",
+        "counter",
+        "Times freed memory was returned to the system after a flood of connections ended.",
+    ),
     ("sluice_bytes_total", "counter", "Bytes relayed by listener and direction (in: from clients)."),
     ("sluice_sniff_verdicts_total", "counter", "Sniff plugin verdicts by listener and verdict."),
     ("sluice_plugin_decision_seconds", "histogram", "Plugin decision latency, instance start included."),

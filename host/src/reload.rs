@@ -497,6 +497,8 @@ impl Reloader {
             let _ = (&mut running.task).await;
             tracing::info!(listener = %running.name, addr = %running.addr, "listener removed: no longer accepting");
         }
+        let mut snapshot = snapshot;
+        crate::limits::carry_over(&mut snapshot, &self.snapshot.load());
         self.snapshot.store(Arc::new(snapshot));
         let (added_count, removed_count) = (added.len(), removed.len());
         for ((name, bind), socket) in added.into_iter().zip(sockets) {

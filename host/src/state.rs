@@ -26,6 +26,8 @@ pub struct ListenerPlan {
     /// `sluice_http_responses_total` by status class (1xx to 5xx), looked up
     /// once here rather than on every request.
     pub http_responses: [Arc<AtomicU64>; 5],
+    /// Per-client connection and request limits (kept across reloads, see `limits::carry_over`).
+    pub per_client: crate::limits::per_client::ClientLimiter,
 }
 
 pub struct Snapshot {
@@ -100,6 +102,7 @@ impl Snapshot {
                     let labels = vec![("listener", listener.name.to_string()), ("class", format!("{}xx", i + 1))];
                     crate::metrics::counter("sluice_http_responses_total", labels)
                 }),
+                per_client: crate::limits::per_client::ClientLimiter::new(listener.name.clone(), listener.per_client),
             };
             listeners.insert(listener.name.clone(), Arc::new(plan));
         }

@@ -2,9 +2,12 @@
 //! serde and turned into a validated [`Config`] of real types in one step,
 //! which reports every problem at once, each with the field it is about.
 
+mod limits;
 mod raw;
+mod syntax_error;
 mod units;
 
+pub use limits::{PerClientLimits, Rate};
 pub use units::{parse_duration, parse_size};
 
 /// The names `forwarded-headers` accepts.
@@ -38,25 +41,24 @@ pub struct Config {
     pub limits: GlobalLimits,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdminConfig {
     /// Loopback by default: the admin endpoints have no authentication.
     pub bind: SocketAddr,
+    /// How long a client may take to send a request head (or to send the next one).
+    pub header_timeout: Duration,
+    /// Admin connections open at once; more are closed right after accept.
+    pub max_connections: usize,
 }
 
 /// Caps that keep a flood of connections from starving real clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GlobalLimits {
     /// Open client connections; beyond it new ones are refused (and counted).
+    /// Default: what the file-descriptor limit can hold (see [`crate::limits::fd_budget`]).
     pub max_connections: usize,
     /// Connections still being sniffed (silent sockets); beyond it new ones are refused.
     pub max_sniffing: usize,
-}
-
-impl Default for GlobalLimits {
-    fn default() -> Self {
-        Self { max_connections: 100_000, max_sniffing: 10_000 }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +93,8 @@ pub struct ListenerConfig {
     pub proxy_protocol_from: Vec<crate::proxy_protocol::IpNet>,
     /// Automatic certificates for this listener's names (`[listeners.acme]`).
     pub acme: Option<crate::acme::AcmeConfig>,
+    /// What one client address (or prefix) may use of this listener.
+    pub per_client: PerClientLimits,
 }
 
 /// One certificate (chain) and its private key, both PEM files.
@@ -254,6 +258,9 @@ impl Default for PluginLimits {
 pub struct DemoServer {
     pub bind: SocketAddr,
     pub kind: DemoKind,
+    /// What it calls itself in its answers (`name`, default: the kind), so
+    /// curl shows which backend a request reached.
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,10 +316,8 @@ impl Config {
     /// relative plugin paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let fail = |problems| ConfigError { file: path.to_path_buf(), problems };
-        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
-            // toml's message already names the line, column and key.
-            fail(vec![Problem { field: String::new(), message: e.to_string().trim_end().to_string() }])
-        })?;
+        // Line and column, never the line's content (it may hold a secret).
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| fail(vec![syntax_error::problem(&e, text)]))?;
         let base = path.parent().unwrap_or(Path::new("."));
         raw.validate(path, base).map_err(fail)
     }

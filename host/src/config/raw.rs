@@ -3,8 +3,8 @@
 use super::units::{parse_duration, parse_size};
 use super::{
     AdminConfig, BackendConfig, Balance, CertificateConfig, Config, DemoKind, DemoServer, FORWARDED_HEADER_NAMES,
-    Fallback, ForwardedHeaders, GlobalLimits, HashKey, HealthCheck, ListenerConfig, MAX_INSPECT_BYTES,
-    MAX_PLUGIN_MEMORY, PluginConfig, PluginLimits, PluginSource, Problem, ServerSpec, StickyCookie,
+    Fallback, ForwardedHeaders, HashKey, HealthCheck, ListenerConfig, MAX_INSPECT_BYTES, MAX_PLUGIN_MEMORY,
+    PluginConfig, PluginLimits, PluginSource, Problem, ServerSpec, StickyCookie,
 };
 use crate::builtin;
 use crate::names::{BackendName, ListenerName, PluginName};
@@ -33,6 +33,8 @@ pub struct RawConfig {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawAdmin {
     bind: Option<String>,
+    header_timeout: Option<String>,
+    max_connections: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +64,8 @@ struct RawListener {
     proxy_protocol_from: Vec<String>,
     /// Automatic certificates (host/src/acme).
     acme: Option<crate::acme::config::RawAcme>,
+    #[serde(default)]
+    per_client: super::limits::RawPerClient,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +172,7 @@ struct RawPlugin {
 struct RawDemoServer {
     bind: String,
     kind: String,
+    name: Option<String>,
 }
 
 /// A size written as a number of bytes or a string with a unit.
@@ -235,6 +240,19 @@ impl RawConfig {
         if self.listeners.is_empty() {
             problems.add("listeners", "at least one [[listeners]] entry is required");
         }
+        // Limits (config/limits.rs): the global ones first, the per-client defaults derive from them.
+        let fd_budget = super::limits::budget(
+            self.admin
+                .as_ref()
+                .map(|admin| admin.max_connections.unwrap_or(super::limits::DEFAULT_ADMIN_MAX_CONNECTIONS)),
+            self.listeners.len(),
+            self.backends.values().map(|backend| backend.servers.len()).sum(),
+        );
+        let raw_limits = super::limits::RawGlobal {
+            max_connections: self.limits.as_ref().and_then(|l| l.max_connections),
+            max_sniffing: self.limits.as_ref().and_then(|l| l.max_sniffing),
+        };
+        let limits = super::limits::global(raw_limits, &fd_budget, &mut problems.0);
         let mut listener_names = HashSet::new();
         let mut listeners = Vec::new();
         for (i, raw) in self.listeners.iter().enumerate() {
@@ -321,10 +339,13 @@ impl RawConfig {
                 }
                 validated.ok()
             });
+            let per_client = raw.per_client.validate(&format!("listeners[{i}]"), &limits);
+            let per_client = per_client.map_err(|errors| problems.0.extend(errors)).ok();
             if raw.certificates.iter().filter(|c| c.default).count() > 1 {
                 problems.add(at("certificates"), "at most one certificate can be the default");
             }
             if let (
+                Some(per_client),
                 Some(tls_handshake_timeout),
                 Some(bind),
                 Some(inspect_timeout),
@@ -333,6 +354,7 @@ impl RawConfig {
                 Some(header_timeout),
                 Some(max_header_bytes),
             ) = (
+                per_client,
                 tls_handshake_timeout,
                 bind,
                 inspect_timeout,
@@ -356,6 +378,7 @@ impl RawConfig {
                     tls_handshake_timeout,
                     proxy_protocol_from,
                     acme,
+                    per_client,
                 });
             }
         }
@@ -429,8 +452,12 @@ impl RawConfig {
                     None
                 }
             };
+            let name = raw.name.clone().unwrap_or_else(|| raw.kind.clone());
+            if name.is_empty() || name.chars().any(char::is_control) {
+                problems.add(format!("demo-servers[{i}].name"), "a name must be non-empty text on one line");
+            }
             if let (Some(bind), Some(kind)) = (bind, kind) {
-                demo_servers.push(DemoServer { bind, kind });
+                demo_servers.push(DemoServer { bind, kind, name });
             }
         }
 
@@ -438,17 +465,16 @@ impl RawConfig {
             None => None,
             Some(admin) => {
                 let bind = admin.bind.as_deref().unwrap_or("127.0.0.1:9901");
-                problems.check("admin.bind", parse_socket_addr(bind)).map(|bind| AdminConfig { bind })
+                let bind = problems.check("admin.bind", parse_socket_addr(bind));
+                let caps = super::limits::admin(admin.header_timeout.as_deref(), admin.max_connections);
+                let caps = caps.map_err(|errors| problems.0.extend(errors)).ok();
+                bind.zip(caps).map(|(bind, (header_timeout, max_connections))| AdminConfig {
+                    bind,
+                    header_timeout,
+                    max_connections: max_connections as usize,
+                })
             }
         };
-        let defaults = GlobalLimits::default();
-        let limits = GlobalLimits {
-            max_connections: self.limits.as_ref().and_then(|l| l.max_connections).unwrap_or(defaults.max_connections),
-            max_sniffing: self.limits.as_ref().and_then(|l| l.max_sniffing).unwrap_or(defaults.max_sniffing),
-        };
-        if limits.max_connections == 0 || limits.max_sniffing == 0 {
-            problems.add("limits", "max-connections and max-sniffing must be at least 1");
-        }
 
         if !problems.0.is_empty() {
             return Err(problems.0);

@@ -138,3 +138,15 @@ queue-timeout = "0s""#,
         ]
     );
 }
+
+#[test]
+fn demo_servers_are_named_by_their_kind_unless_given_a_name() {
+    let text = format!(
+        "{MINIMAL}\n[[demo-servers]]\nbind = \"127.0.0.1:9081\"\nkind = \"http\"\n\
+         [[demo-servers]]\nname = \"web-1\"\nbind = \"127.0.0.1:9082\"\nkind = \"banner\"\n"
+    );
+    let names: Vec<String> = parse(&text).unwrap().demo_servers.into_iter().map(|demo| demo.name).collect();
+    assert_eq!(names, ["http", "web-1"]);
+    let text = format!("{MINIMAL}\n[[demo-servers]]\nname = \"a\\nb\"\nbind = \"127.0.0.1:9081\"\nkind = \"http\"\n");
+    assert_eq!(problems(&text), ["demo-servers[0].name: a name must be non-empty text on one line"]);
+}

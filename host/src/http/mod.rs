@@ -134,6 +134,11 @@ async fn route(stage: &HttpStage, request: Request<Incoming>, log: &mut RequestL
         log.route = "acme-http-01";
         return Response::new(Full::new(answer).map_err(|never: Infallible| match never {}).boxed());
     }
+    // Per-client request rate (docs/LIMITS.md): 429 with Retry-After.
+    if let Err(retry_after) = stage.plan.per_client.check_request(stage.facts.client_addr.ip()) {
+        log.detail = Some("per-client request rate exceeded".into());
+        return crate::limits::too_many_requests(retry_after);
+    }
     if request.method() == Method::CONNECT {
         log.detail = Some("CONNECT is not supported".into());
         return error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported here");
