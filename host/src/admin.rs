@@ -153,6 +153,7 @@ fn status(admin: &Admin) -> serde_json::Value {
         "plugins": plugins,
         "backends": backends,
         "reload": (admin.extra)(),
+        "acme": crate::acme::status_json(),
     })
 }
 

@@ -168,6 +168,7 @@ impl App {
         for (demo, listener) in self.demo_servers {
             tokio::spawn(demo::serve(demo, listener, stop_accepting.clone()));
         }
+        crate::acme::spawn(&self.config, stop_accepting.clone());
         // The reloader owns the listeners from here on: reloads add and remove them.
         let mut reloader = Reloader::new(
             self.config,

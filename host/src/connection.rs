@@ -196,6 +196,12 @@ pub async fn serve(
         }
     };
     handshake_result("ok");
+    if stream.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
+        // A TLS-ALPN-01 validation (RFC 8737): the handshake was the answer.
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        return report.ended(Outcome::Replied);
+    }
     let session = stream.get_ref().1;
     let tls_facts = TlsFacts {
         server_name: session.server_name().map(str::to_string),

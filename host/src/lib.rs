@@ -25,11 +25,13 @@
 //! - [`state`]: a snapshot of loaded plugins and backends for one config version.
 //! - [`reload`]: watch the config, plugin and certificate files; validate and swap in new versions.
 //! - [`tls`]: TLS termination (certificates by SNI) and the ClientHello parser.
+//! - [`acme`]: automatic certificates (RFC 8555): renewal, TLS-ALPN-01 and HTTP-01 answers.
 //! - [`limits`]: the file-descriptor budget and per-client limits.
 //! - [`metrics`]: the Prometheus series; [`access_log`]: request lines, request ids.
 //! - [`demo`]: tiny servers so the examples run with nothing else installed.
 
 pub mod accept;
+pub mod acme;
 pub mod access_log;
 pub mod admin;
 pub mod app;

@@ -184,6 +184,18 @@ const HELP: &[(&str, &str, &str)] = &[
     ),
     ("sluice_backend_errors_total", "counter", "Requests and connections a backend failed, by backend and kind."),
     ("sluice_access_log_dropped_total", "counter", "Access-log lines dropped because the writer fell behind."),
+    ("sluice_acme_orders_total", "counter", "ACME certificate orders by listener and result (issued, failed)."),
+    (
+        "sluice_acme_certificate_expiry_timestamp_seconds",
+        "gauge",
+        "Unix time the ACME certificate served expires (0: none yet).",
+    ),
+    (
+        "sluice_acme_next_attempt_timestamp_seconds",
+        "gauge",
+        "Unix time of the next ACME order (renewal or retry; 0 while one runs).",
+    ),
+    ("sluice_acme_consecutive_failures", "gauge", "ACME orders failed in a row, by listener (0 after a success)."),
 ];
 
 /// The Prometheus text exposition of every metric.

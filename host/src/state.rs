@@ -90,10 +90,10 @@ impl Snapshot {
         }
         let mut listeners = HashMap::new();
         for listener in &config.listeners {
-            let tls = match listener.certificates.as_slice() {
-                [] => None,
-                certificates => Some(
-                    Terminator::load(certificates, listener.tls_handshake_timeout)
+            let tls = match (listener.certificates.as_slice(), &listener.acme) {
+                ([], None) => None,
+                (certificates, acme) => Some(
+                    Terminator::load(certificates, acme.as_ref(), listener.tls_handshake_timeout)
                         .map_err(|error| BuildError::Certificates { listener: listener.name.clone(), error })?,
                 ),
             };

@@ -93,6 +93,8 @@ pub struct ListenerConfig {
     /// When set, every connection must begin with a PROXY protocol header
     /// and come from one of these networks (anything else is refused).
     pub proxy_protocol_from: Vec<crate::proxy_protocol::IpNet>,
+    /// Automatic certificates for this listener's names (`[listeners.acme]`).
+    pub acme: Option<crate::acme::AcmeConfig>,
     /// What one client address (or prefix) may use of this listener.
     pub per_client: PerClientLimits,
 }

@@ -71,6 +71,8 @@ struct RawListener {
     tls_handshake_timeout: Option<String>,
     #[serde(default)]
     proxy_protocol_from: Vec<String>,
+    /// Automatic certificates (host/src/acme).
+    acme: Option<crate::acme::config::RawAcme>,
     #[serde(default)]
     per_client: super::limits::RawPerClient,
 }
@@ -340,6 +342,13 @@ impl RawConfig {
                     proxy_protocol_from.push(net);
                 }
             }
+            let acme = raw.acme.as_ref().and_then(|acme| {
+                let validated = acme.validate(base);
+                for (key, message) in validated.as_ref().err().into_iter().flatten() {
+                    problems.add(at(&format!("acme.{key}")), message.clone());
+                }
+                validated.ok()
+            });
             let per_client = raw.per_client.validate(&format!("listeners[{i}]"), &limits);
             let per_client = per_client.map_err(|errors| problems.0.extend(errors)).ok();
             if raw.certificates.iter().filter(|c| c.default).count() > 1 {
@@ -378,6 +387,7 @@ impl RawConfig {
                     certificates,
                     tls_handshake_timeout,
                     proxy_protocol_from,
+                    acme,
                     per_client,
                 });
             }

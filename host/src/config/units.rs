@@ -1,9 +1,9 @@
-//! Human-friendly durations ("500ms", "30s", "2h") and sizes ("64KiB", "16MiB")
+//! Human-friendly durations ("500ms", "30s", "2h", "30d") and sizes ("64KiB", "16MiB")
 //! for the config file.
 
 use std::time::Duration;
 
-/// Parse "250ms", "30s", "5m", "2h" (a bare number is seconds).
+/// Parse "250ms", "30s", "5m", "2h", "30d" (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -15,7 +15,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
-        other => return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, m or h)")),
+        "d" => 86_400_000,
+        other => return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, m, h or d)")),
     };
     value.checked_mul(per_unit_ms).map(Duration::from_millis).ok_or_else(|| format!("duration `{text}` is too large"))
 }

@@ -105,6 +105,11 @@ async fn handle(stage: &HttpStage, mut request: Request<Incoming>) -> Response<P
 }
 
 async fn route(stage: &HttpStage, mut request: Request<Incoming>, log: &mut RequestLog) -> Response<ProxyBody> {
+    // ACME HTTP-01 tokens are answered by the host, for pending orders only.
+    if let Some(answer) = crate::acme::http01_answer(request.uri().path()) {
+        log.route = "acme-http-01";
+        return Response::new(Full::new(answer).map_err(|never: Infallible| match never {}).boxed());
+    }
     // Per-client request rate (docs/LIMITS.md): 429 with Retry-After.
     if let Err(retry_after) = stage.plan.per_client.check_request(stage.facts.client_addr.ip()) {
         log.detail = Some("per-client request rate exceeded".into());

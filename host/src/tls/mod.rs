@@ -5,13 +5,17 @@
 //!   covers one label below `example.com`.
 //! - A client that sends no SNI, or a name no certificate covers, gets the
 //!   listener's default certificate.
-//! - TLS 1.2 and 1.3 only; ALPN `h2` and `http/1.1`.
+//! - TLS 1.2 and 1.3 only; ALPN `h2` and `http/1.1` (and `acme-tls/1` on
+//!   listeners with an `acme` table, for TLS-ALPN-01 validation).
+//! - Names listed under `acme` are served the certificate issued for them
+//!   (see [`crate::acme`]), swapped in when it is renewed.
 //! - Certificates are checked at load: the files must be readable PEM, the
 //!   key must match the certificate, and the certificate must be valid now.
 //!   Every error names the file.
 
 pub mod client_hello;
 
+use crate::acme::AcmeConfig;
 use crate::config::CertificateConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -51,9 +55,15 @@ pub struct Terminator {
 }
 
 impl Terminator {
-    pub fn load(certificates: &[CertificateConfig], handshake_timeout: Duration) -> Result<Terminator, CertError> {
+    /// `acme`: the listener's automatically issued names, served from
+    /// [`crate::acme`] (which also answers TLS-ALPN-01 challenges).
+    pub fn load(
+        certificates: &[CertificateConfig],
+        acme: Option<&AcmeConfig>,
+        handshake_timeout: Duration,
+    ) -> Result<Terminator, CertError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut resolver = SniResolver::default();
+        let mut resolver = SniResolver { acme_names: acme.map(|acme| acme.names.clone()), ..SniResolver::default() };
         for (i, certificate) in certificates.iter().enumerate() {
             let (key, names) = load_certified_key(certificate, &provider)?;
             let key = Arc::new(key);
@@ -74,6 +84,9 @@ impl Terminator {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(resolver));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        if acme.is_some() {
+            config.alpn_protocols.push(crate::acme::ACME_TLS_ALPN.to_vec());
+        }
         Ok(Terminator { acceptor: TlsAcceptor::from(Arc::new(config)), handshake_timeout })
     }
 }
@@ -85,10 +98,17 @@ struct SniResolver {
     /// By parent domain: `*.example.com` is stored under `example.com`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
     default: Option<Arc<CertifiedKey>>,
+    /// Names whose certificates come from ACME (checked first).
+    acme_names: Option<Vec<String>>,
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: RustlsHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(names) = &self.acme_names
+            && let Some(key) = crate::acme::resolve(&hello, names)
+        {
+            return Some(key);
+        }
         let by_name = hello.server_name().and_then(|name| {
             let name = name.to_ascii_lowercase();
             self.exact.get(&name).or_else(|| {
