@@ -125,12 +125,16 @@ const HELP: &[(&str, &str, &str)] = &[
     ("sluice_backend_server_active", "gauge", "Open connections and requests per backend server."),
     ("sluice_backend_queued", "gauge", "Requests and connections waiting for a backend server under max-connections."),
     ("sluice_reloads_total", "counter", "Configuration and plugin reloads by result."),
+    ("sluice_runtime_alive_tasks", "gauge", "Tasks alive on the async runtime (a count that only grows is a leak)."),
 ];
 
 /// The Prometheus text exposition of every metric.
 pub fn render() -> String {
     let (counters, gauges, histograms) = with(|r| (r.counters.clone(), r.gauges.clone(), r.histograms.clone()));
     let mut out = String::new();
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        gauge_set("sluice_runtime_alive_tasks", Vec::new(), runtime.metrics().num_alive_tasks() as i64);
+    }
     for (name, kind, help) in HELP {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for ((metric, labels), value) in counters.iter().filter(|((n, _), _)| n == name) {
@@ -195,5 +199,13 @@ mod tests {
         assert!(text.contains("sluice_plugin_decision_seconds_bucket{plugin=\"p\\\"q\",le=\"2e-6\"} 0"), "{text}");
         assert!(text.contains("sluice_plugin_decision_seconds_bucket{plugin=\"p\\\"q\",le=\"5e-6\"} 1"), "{text}");
         assert!(text.contains("sluice_plugin_decision_seconds_count{plugin=\"p\\\"q\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn renders_the_runtime_task_count() {
+        tokio::spawn(std::future::pending::<()>());
+        let text = render();
+        let line = text.lines().find(|l| l.starts_with("sluice_runtime_alive_tasks ")).unwrap_or_default();
+        assert!(line.ends_with(" 1"), "{line:?} in\n{text}");
     }
 }
