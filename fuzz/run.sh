@@ -67,8 +67,10 @@ for target in "${targets[@]}"; do
   log="$logs/$target.log"
   echo "== $target: ${seconds}s (log: $log)"
   status=0
+  started=$SECONDS
   nice -n 19 "${fuzz[@]}" run "${common[@]}" "$target" "corpus/$target" "seeds/$target" -- "${flags[@]}" \
     >"$log" 2>&1 || status=$?
+  ran=$((SECONDS - started))
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
   cov=$(sed -nE 's/.* cov: ([0-9]+).*/\1/p' <<<"$last")
@@ -81,7 +83,7 @@ for target in "${targets[@]}"; do
     tail -n 30 "$log" >&2
   fi
   summary+=("$(printf '%-15s %5ss  execs %-10s cov %-6s ft %-6s corpus %-12s %s' \
-    "$target" "$seconds" "${execs:-?}" "${cov:-?}" "${ft:-?}" "${corpus:-?}" "$result")")
+    "$target" "$ran" "${execs:-?}" "${cov:-?}" "${ft:-?}" "${corpus:-?}" "$result")")
 done
 
 echo

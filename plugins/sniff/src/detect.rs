@@ -142,13 +142,12 @@ pub fn http1_request_line(head: &[u8]) -> Match {
         return Match::Maybe;
     };
     let rest = &head[space + 1..];
-    let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-        // The target may not contain control characters or spaces beyond
-        // the one before the version.
-        if rest.iter().any(|&b| b < 0x20 && b != b'\r') || head.len() > MAX_REQUEST_LINE {
-            return Match::No;
-        }
-        return Match::Maybe;
+    // Only the line's end can rule it out: deciding `No` on a byte before it
+    // (a control character, say) would contradict the `Yes` the whole line
+    // may get, so the verdict would depend on how TCP split the bytes. A line
+    // longer than the cap is decided on its method alone, whole or not.
+    let Some(end) = rest.iter().position(|&b| b == b'\n').filter(|&end| space + 1 + end <= MAX_REQUEST_LINE) else {
+        return if head.len() > MAX_REQUEST_LINE { Match::Yes } else { Match::Maybe };
     };
     let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
     let Some(version_at) = line.iter().rposition(|&b| b == b' ') else {
@@ -221,6 +220,25 @@ mod tests {
         assert_eq!(detect(b"GET / HTTP/2.0\r\n"), Detection::NoMatch);
         assert_eq!(detect(b"GETX"), Detection::NoMatch);
         assert_eq!(detect(b"GET /a b HTTP/1.1\r\n"), Detection::NoMatch);
+    }
+
+    /// Found by the `sniff_detect` fuzz target: the sniff stage acts on the
+    /// first verdict that is not `NeedMore`, so a prefix must never decide
+    /// what the whole line contradicts, however TCP splits the bytes.
+    #[test]
+    fn a_prefix_never_contradicts_the_whole_line() {
+        let mut long = b"GET /".to_vec();
+        long.resize(MAX_REQUEST_LINE + 10, b'a');
+        long.extend_from_slice(b" HTTP/1.1\r\n");
+        let lines: [&[u8]; 4] =
+            [b"GET /index\x8f\0\0 HTTP/1.1\r\n", b"GET /a\tb HTTP/1.1\r\n", b"GET /\x01 HTTP/1.0\n", &long];
+        for line in lines {
+            let whole = detect(line);
+            for n in 0..line.len() {
+                let part = detect(&line[..n]);
+                assert!(part == Detection::NeedMore || part == whole, "{n} bytes: {part:?}, whole: {whole:?}");
+            }
+        }
     }
 
     #[test]
