@@ -213,9 +213,14 @@ def sample(args, started):
     }
 
 
-async def sampler(args, started, rows, stats, stop, writer):
+async def sampler(args, started, rows, stats, stop, writer, stop_traffic):
     while True:
-        row = await asyncio.to_thread(sample, args, started)
+        try:
+            row = await asyncio.to_thread(sample, args, started)
+        except Exception as error:  # sluice died or its admin port stopped answering
+            print(f"[soak] sampling failed: {error}", flush=True)
+            stop_traffic.set()
+            return
         row["traffic_ok"] = sum(stats.ok.values())
         row["traffic_failed"] = sum(stats.failed.values())
         rows.append(row)
@@ -358,7 +363,7 @@ async def main():
     with open(args.csv, "w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=list(baseline) + ["traffic_ok", "traffic_failed"])
         writer.writeheader()
-        sampling = asyncio.create_task(sampler(args, started, rows, stats, stop_sampling, writer))
+        sampling = asyncio.create_task(sampler(args, started, rows, stats, stop_sampling, writer, stop))
         # (name, starts per second, most at once, job)
         loads = [
             ("http-keepalive", 0.4, 2, lambda: http_keepalive(args, stats)),
@@ -380,10 +385,14 @@ async def main():
         await asyncio.gather(*workers, return_exceptions=True)
         # Drained: traffic stopped and every connection closed (bounded wait).
         deadline = time.monotonic() + 30
-        drained = await asyncio.to_thread(sample, args, started)
-        while drained["connections"] > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(1)
+        try:
             drained = await asyncio.to_thread(sample, args, started)
+            while drained["connections"] > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(1)
+                drained = await asyncio.to_thread(sample, args, started)
+        except Exception as error:
+            print(f"[soak] sampling failed: {error}", flush=True)
+            drained = dict(rows[-1] if rows else baseline)
         stop_sampling.set()
         await sampling
         writer.writerow(dict(drained, traffic_ok=sum(stats.ok.values()), traffic_failed=sum(stats.failed.values())))

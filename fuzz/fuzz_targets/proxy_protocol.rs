@@ -44,7 +44,8 @@ fn check_header(data: &[u8]) {
         assert_eq!(parse(&encoded), Ok(expected), "re-encoded {out_version:?} of {addrs:?}");
     }
     // A v2 PROXY command with exactly the address bytes is what `encode` writes.
-    let minimal_v2 = version == Version::V2 && header[12] == 0x21 && matches!((header[13], len), (0x11, 28) | (0x21, 52));
+    let minimal_v2 =
+        version == Version::V2 && header[12] == 0x21 && matches!((header[13], len), (0x11, 28) | (0x21, 52));
     if minimal_v2 {
         assert_eq!(encode(Version::V2, addrs), header, "v2 re-encoding");
     }

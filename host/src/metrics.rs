@@ -130,11 +130,11 @@ const HELP: &[(&str, &str, &str)] = &[
 
 /// The Prometheus text exposition of every metric.
 pub fn render() -> String {
-    let (counters, gauges, histograms) = with(|r| (r.counters.clone(), r.gauges.clone(), r.histograms.clone()));
-    let mut out = String::new();
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         gauge_set("sluice_runtime_alive_tasks", Vec::new(), runtime.metrics().num_alive_tasks() as i64);
     }
+    let (counters, gauges, histograms) = with(|r| (r.counters.clone(), r.gauges.clone(), r.histograms.clone()));
+    let mut out = String::new();
     for (name, kind, help) in HELP {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for ((metric, labels), value) in counters.iter().filter(|((n, _), _)| n == name) {
