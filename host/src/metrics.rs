@@ -196,10 +196,14 @@ const HELP: &[(&str, &str, &str)] = &[
         "Unix time of the next ACME order (renewal or retry; 0 while one runs).",
     ),
     ("sluice_acme_consecutive_failures", "gauge", "ACME orders failed in a row, by listener (0 after a success)."),
+    ("sluice_runtime_alive_tasks", "gauge", "Tasks alive on the async runtime (a count that only grows is a leak)."),
 ];
 
 /// The Prometheus text exposition of every metric.
 pub fn render() -> String {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        gauge_set("sluice_runtime_alive_tasks", Vec::new(), runtime.metrics().num_alive_tasks() as i64);
+    }
     let (counters, gauges, histograms) = with(|r| (r.counters.clone(), r.gauges.clone(), r.histograms.clone()));
     let mut out = String::new();
     for (name, kind, help) in HELP {
@@ -287,5 +291,13 @@ mod tests {
             text.contains("sluice_http_request_duration_seconds_sum{listener=\"h\",class=\"2xx\"} 60.003\n"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn renders_the_runtime_task_count() {
+        tokio::spawn(std::future::pending::<()>());
+        let text = render();
+        let line = text.lines().find(|l| l.starts_with("sluice_runtime_alive_tasks ")).unwrap_or_default();
+        assert!(line.ends_with(" 1"), "{line:?} in\n{text}");
     }
 }

@@ -306,6 +306,25 @@ mod tests {
         assert_eq!(detect(&other), Detection::NoMatch);
     }
 
+    /// Found by the `sniff_detect` fuzz target: the sniff stage acts on the
+    /// first verdict that is not `NeedMore`, so a prefix must never decide
+    /// what the whole line contradicts, however TCP splits the bytes.
+    #[test]
+    fn a_prefix_never_contradicts_the_whole_line() {
+        let mut long = b"GET /".to_vec();
+        long.resize(MAX_REQUEST_LINE + 10, b'a');
+        long.extend_from_slice(b" HTTP/1.1\r\n");
+        let lines: [&[u8]; 4] =
+            [b"GET /index\x8f\0\0 HTTP/1.1\r\n", b"GET /a\tb HTTP/1.1\r\n", b"GET /\x01 HTTP/1.0\n", &long];
+        for line in lines {
+            let whole = detect(line);
+            for n in 0..line.len() {
+                let part = detect(&line[..n]);
+                assert!(part == Detection::NeedMore || part == whole, "{n} bytes: {part:?}, whole: {whole:?}");
+            }
+        }
+    }
+
     #[test]
     fn final_decision_on_prefixes() {
         assert_eq!(detect_final(b""), None);
