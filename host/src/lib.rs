@@ -31,8 +31,8 @@
 //! - [`demo`]: tiny servers so the examples run with nothing else installed.
 
 pub mod accept;
-pub mod acme;
 pub mod access_log;
+pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod backend;

@@ -93,16 +93,8 @@ impl RawPerClient {
             }
             Some(Rate { per_second, burst: burst.max(1) })
         };
-        let new_connections = rate(
-            self.new_connections_per_second,
-            self.new_connections_burst,
-            "new-connections",
-        );
-        let http_requests = rate(
-            self.http_requests_per_second,
-            self.http_requests_burst,
-            "http-requests",
-        );
+        let new_connections = rate(self.new_connections_per_second, self.new_connections_burst, "new-connections");
+        let http_requests = rate(self.http_requests_per_second, self.http_requests_burst, "http-requests");
         let ipv4_prefix = self.ipv4_prefix.unwrap_or(32);
         if !(1..=32).contains(&ipv4_prefix) {
             problems.push(problem(&field("ipv4-prefix"), &format!("{ipv4_prefix} is out of range (1 to 32)")));
