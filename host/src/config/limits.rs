@@ -86,11 +86,12 @@ impl RawPerClient {
             None => Some((global.max_connections / DEFAULT_PER_CLIENT_SHARE).clamp(1, u32::MAX as usize) as u32),
         };
         let mut rate = |per_second: Option<u32>, burst: Option<u32>, key: &str| {
-            let per_second = per_second.filter(|&n| n > 0)?; // unset or 0: no limit
-            let burst = burst.unwrap_or(per_second.saturating_mul(2));
-            if burst == 0 {
+            // A written burst of 0 is a mistake whether or not the rate is on.
+            if burst == Some(0) {
                 problems.push(problem(&field(&format!("{key}-burst")), "must be at least 1"));
             }
+            let per_second = per_second.filter(|&n| n > 0)?; // unset or 0: no limit
+            let burst = burst.unwrap_or(per_second.saturating_mul(2));
             Some(Rate { per_second, burst: burst.max(1) })
         };
         let new_connections = rate(self.new_connections_per_second, self.new_connections_burst, "new-connections");
