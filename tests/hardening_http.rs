@@ -13,7 +13,7 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -428,42 +428,12 @@ async fn a_malformed_chunked_body_is_a_400() {
     assert_eq!(status_of(&answer), "400", "{answer}");
 }
 
-/// The log lines of this test binary, captured by a global subscriber.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("sluice::access=info,sluice::accept=info")
-            .with_ansi(false)
-            .with_writer(move || LogWriter(sink.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
-        logs
-    })
-    .clone()
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn http2_access_log_lines_carry_the_connection_span() {
-    let logs = captured_logs();
+    log_capture::install();
     let setup = setup().await;
     let access_line = |probe: &str| {
-        let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        let text = log_capture::text();
         // Written when the handler returns, before the client has the response.
         let line = text.lines().find(|l| l.contains(probe)).map(str::to_string);
         line.unwrap_or_else(|| panic!("no access line for {probe}: {text}"))

@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::mpsc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -239,35 +239,9 @@ async fn a_silent_admin_connection_is_closed_at_the_header_timeout() {
 
 // Secrets: a refused reload names file, line and problem, never the line's content.
 
-/// Log lines of this test binary, captured once for every test.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        let writer = move || Capture(sink.clone());
-        let subscriber = tracing_subscriber::fmt().with_writer(writer).with_ansi(false).finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
-        logs
-    })
-    .clone()
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_refused_reload_shows_file_and_line_but_no_config_values() {
-    let logs = captured_logs();
+    log_capture::install();
     let dir = std::env::temp_dir().join(format!("sluice-secrets-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("sluice.toml");
@@ -298,7 +272,7 @@ async fn a_refused_reload_shows_file_and_line_but_no_config_values() {
         let status = admin_get(admin, "/status").await;
         assert!(!status.contains(secret), "/status shows the secret: {status}");
         assert!(status.contains(&format!("line {line}")), "{status}");
-        let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        let logged = log_capture::text();
         assert!(logged.contains("reload refused"), "the refusal is logged");
         assert!(!logged.contains(secret), "the log shows the secret: {logged}");
     }

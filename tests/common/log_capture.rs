@@ -33,6 +33,12 @@ pub fn install() {
     });
 }
 
+/// Everything logged so far.
+pub fn text() -> String {
+    assert!(INSTALL.is_completed(), "call log_capture::install() first");
+    String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
+}
+
 /// The log lines so far that contain every one of `words`.
 pub fn lines_with(words: &[&str]) -> Vec<String> {
     assert!(INSTALL.is_completed(), "call log_capture::install() first");
