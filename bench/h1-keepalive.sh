@@ -56,7 +56,7 @@ HAPROXY=$(free_port)
 cat > "$DIR/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 10000
+    maxconn 2000
 defaults
     mode http
     timeout connect 5s

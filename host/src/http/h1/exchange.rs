@@ -188,7 +188,11 @@ fn write_head(request: &Request<()>, path: &str, body: Body) -> Vec<u8> {
         head.extend_from_slice(b"\r\n");
     }
     match body {
-        Body::Length(length) => head.extend_from_slice(format!("content-length: {length}\r\n").as_bytes()),
+        Body::Length(length) => {
+            head.extend_from_slice(b"content-length: ");
+            super::push_decimal(&mut head, length);
+            head.extend_from_slice(b"\r\n");
+        }
         Body::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Body::None | Body::ToClose => {}
     }
@@ -284,7 +288,7 @@ impl Attempt<'_> {
 
     /// Write the request on `stream` and read the response head.
     async fn try_on<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: TcpStream, client: &mut Buffered<S>) -> Try {
-        let mut connection = Buffered::new(stream, Vec::new());
+        let mut connection = Buffered::reuse(stream, pool::buffer());
         let mut sink = Sink::new(Vec::with_capacity(self.head.len() + self.proxy_header.map_or(0, <[u8]>::len)));
         if let Some(header) = self.proxy_header {
             sink.out.extend_from_slice(header);

@@ -52,6 +52,12 @@ impl<S: AsyncRead + Unpin> Buffered<S> {
         Self { io, buf, start: 0, end }
     }
 
+    /// A buffer kept from an earlier stream, holding nothing yet (its
+    /// length is kept, so it is not zeroed again).
+    pub fn reuse(io: S, buf: Vec<u8>) -> Self {
+        Self { io, buf, start: 0, end: 0 }
+    }
+
     /// The bytes read and not consumed.
     pub fn data(&self) -> &[u8] {
         &self.buf[self.start..self.end]
@@ -88,12 +94,12 @@ impl<S: AsyncRead + Unpin> Buffered<S> {
         (self.buf, self.io)
     }
 
-    /// The buffer back, empty, for reuse; `None` when bytes are left in it.
-    pub fn into_empty(mut self) -> Result<(S, Vec<u8>), S> {
+    /// The stream and the buffer (for [`Buffered::reuse`]); `Err` when
+    /// bytes are left unread in it.
+    pub fn into_empty(self) -> Result<(S, Vec<u8>), (S, Vec<u8>)> {
         if self.start != self.end {
-            return Err(self.io);
+            return Err((self.io, self.buf));
         }
-        self.buf.clear();
         Ok((self.io, self.buf))
     }
 }
@@ -134,4 +140,19 @@ impl Sink {
         }
         Ok(())
     }
+}
+
+/// `n` in decimal, without the formatting machinery (on every head).
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }

@@ -11,8 +11,27 @@ use tokio::net::TcpStream;
 /// Most idle connections kept per server on one thread.
 const MAX_IDLE_PER_SERVER: usize = 64;
 
+/// Most spare read buffers kept per thread.
+const MAX_SPARE_BUFFERS: usize = 64;
+
 thread_local! {
     static IDLE: RefCell<HashMap<SocketAddr, Vec<TcpStream>>> = RefCell::new(HashMap::new());
+    /// Read buffers of finished backend exchanges, for the next ones.
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A read buffer for a backend exchange (one used before, when there is one).
+pub fn buffer() -> Vec<u8> {
+    SPARE.with_borrow_mut(Vec::pop).unwrap_or_default()
+}
+
+/// Give a read buffer back for the next exchange.
+pub fn give_back(buffer: Vec<u8>) {
+    SPARE.with_borrow_mut(|spare| {
+        if spare.len() < MAX_SPARE_BUFFERS && buffer.len() <= 64 * 1024 {
+            spare.push(buffer);
+        }
+    });
 }
 
 /// An idle connection to `server` that still looks open.

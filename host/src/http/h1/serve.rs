@@ -184,8 +184,15 @@ where
         }
         Err(RelayError::Write(e)) => return Err(e.to_string()),
     }
-    if poolable && let Ok((stream, _)) = backend.into_empty() {
-        pool::put(server.socket, stream);
+    match backend.into_empty() {
+        Ok((stream, buffer)) => {
+            if poolable {
+                pool::put(server.socket, stream);
+            }
+            pool::give_back(buffer);
+        }
+        // Bytes after the response: the connection cannot be trusted with another request.
+        Err((_, buffer)) => pool::give_back(buffer),
     }
     Ok(keep)
 }
@@ -228,7 +235,11 @@ fn response_head(out: &mut Vec<u8>, raw: &[u8], body: Body, (cookie, id): (Optio
     // Parsed once already: it cannot fail now.
     let _ = parsed.parse(raw);
     let status = parsed.code.unwrap_or(502);
-    out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", parsed.reason.unwrap_or("")).as_bytes());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    super::push_decimal(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(parsed.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
     let named: Vec<&[u8]> = parsed
         .headers
         .iter()
@@ -242,8 +253,10 @@ fn response_head(out: &mut Vec<u8>, raw: &[u8], body: Body, (cookie, id): (Optio
             || name.eq_ignore_ascii_case(b"x-request-id")
             || (body != Body::None && name.eq_ignore_ascii_case(b"content-length"));
         if !skip {
-            let lower: Vec<u8> = name.to_ascii_lowercase();
-            field(out, &lower, f.value);
+            out.extend(name.iter().map(u8::to_ascii_lowercase));
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(f.value);
+            out.extend_from_slice(b"\r\n");
         }
     }
     if let Some(cookie) = cookie {
@@ -251,7 +264,11 @@ fn response_head(out: &mut Vec<u8>, raw: &[u8], body: Body, (cookie, id): (Optio
     }
     field(out, request_id::HEADER.as_str().as_bytes(), id.as_bytes());
     match body {
-        Body::Length(n) => out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
+        Body::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            super::push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
         Body::Chunked | Body::ToClose => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Body::None => {}
     }
