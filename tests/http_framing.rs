@@ -262,16 +262,25 @@ async fn ambiguous_or_malformed_requests_are_400_and_reach_no_backend() {
             "Content-Length and Transfer-Encoding",
             b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         ),
-        ("two different Content-Lengths", b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+        (
+            "two different Content-Lengths",
+            b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        ),
         ("a list of different lengths", b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 6\r\n\r\nhello!"),
         ("a signed Content-Length", b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: +5\r\n\r\nhello"),
-        ("a bad chunk size", b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
+        (
+            "a bad chunk size",
+            b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        ),
         ("a bare LF line ending", b"GET /a HTTP/1.1\r\nHost: t\nX-A: 1\r\n\r\n"),
         ("bare LF everywhere", b"GET /a HTTP/1.1\nHost: t\n\n"),
         ("obs-fold", b"GET /a HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n  folded\r\n\r\n"),
         ("gzip not chunked last", b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"),
         ("an unknown coding only", b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\nxxxxx"),
-        ("chunked twice", b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        (
+            "chunked twice",
+            b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
     ];
     for (what, request) in cases {
         let got = exchange(&proxy, request).await;
@@ -298,7 +307,10 @@ async fn a_bad_chunk_later_in_the_body_is_400_and_the_backend_never_sees_a_compl
 #[tokio::test]
 async fn ambiguous_or_malformed_responses_are_502() {
     let responses: Vec<(&str, &[u8])> = vec![
-        ("Content-Length and Transfer-Encoding", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        (
+            "Content-Length and Transfer-Encoding",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
         ("two different Content-Lengths", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
         ("a bare LF", b"HTTP/1.1 200 OK\nContent-Length: 3\n\nabc"),
         ("obs-fold", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: 1\r\n folded\r\n\r\nabc"),
@@ -381,7 +393,10 @@ async fn a_pooled_connection_the_backend_closed_while_idle_is_not_used() {
     let mut client = proxy.connect("main").await;
     let mut buf = Vec::new();
     for path in ["/one", "/two", "/three"] {
-        client.write_all(format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx").as_bytes()).await.unwrap();
+        client
+            .write_all(format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx").as_bytes())
+            .await
+            .unwrap();
         let got = read_response(&mut client, &mut buf).await.expect("a response");
         assert_eq!((got.status, got.body), (200, path.as_bytes().to_vec()));
         // The backend closed its side after answering, before the next request.

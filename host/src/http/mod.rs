@@ -115,7 +115,11 @@ async fn route(stage: &HttpStage, mut request: Request<Incoming>, log: &mut Requ
 /// Everything before the backend exchange, shared by hyper's path and the
 /// lean HTTP/1 path (`h1`): host answers, limits, the host rules and the
 /// route plugin's decision. `Err` is the response to send instead.
-fn decide<B>(stage: &HttpStage, request: &mut Request<B>, log: &mut RequestLog) -> Result<ForwardTo, Response<ProxyBody>> {
+fn decide<B>(
+    stage: &HttpStage,
+    request: &mut Request<B>,
+    log: &mut RequestLog,
+) -> Result<ForwardTo, Response<ProxyBody>> {
     // ACME HTTP-01 tokens are answered by the host, for pending orders only.
     if let Some(answer) = crate::acme::http01_answer(request.uri().path()) {
         log.route = "acme-http-01";

@@ -106,7 +106,10 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     let order = backend.server_order(affinity.as_deref(), pinned.as_deref());
     let keyed = affinity.is_some() || order.first().is_some_and(|s| pinned.as_deref() == Some(s.cookie_id.as_str()));
     let proxy_header = config.proxy_protocol.map(|version| {
-        proxy_protocol::encode(version, ProxiedAddrs { client: stage.facts.client_addr, server: stage.facts.local_addr })
+        proxy_protocol::encode(
+            version,
+            ProxiedAddrs { client: stage.facts.client_addr, server: stage.facts.local_addr },
+        )
     });
     let attempt = Attempt {
         backend,
@@ -145,8 +148,8 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
     stage.plan.http.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
-    let set_cookie = config.sticky_cookie.as_ref().filter(|_| pinned.as_deref() != Some(server.cookie_id.as_str())).map(
-        |sticky| {
+    let set_cookie =
+        config.sticky_cookie.as_ref().filter(|_| pinned.as_deref() != Some(server.cookie_id.as_str())).map(|sticky| {
             // First visit, or the pinned server is gone: pin the client to this one.
             let mut cookie = format!("{}={}; Path={}", sticky.name, server.cookie_id, sticky.path);
             if sticky.http_only {
@@ -160,8 +163,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
                 cookie.push_str(same_site);
             }
             cookie
-        },
-    );
+        });
     log.server = Some(server.addr.clone());
     Ok(Answered {
         head: response,
@@ -325,7 +327,10 @@ impl Attempt<'_> {
                             }
                         },
                         Err(why) => {
-                            return Try::Fatal(SendError::Invalid { server: String::new(), error: HeadError::Invalid(why) });
+                            return Try::Fatal(SendError::Invalid {
+                                server: String::new(),
+                                error: HeadError::Invalid(why),
+                            });
                         }
                     }
                 }

@@ -75,7 +75,8 @@ pub fn request(buf: &[u8], max: usize) -> Result<Option<RequestHead>, HeadError>
     let mut framing = Framing::default();
     let mut close = false;
     for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::Invalid("invalid header name"))?;
+        let name =
+            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::Invalid("invalid header name"))?;
         let value = HeaderValue::from_bytes(field.value).map_err(|_| HeadError::Invalid("invalid header value"))?;
         if name == header::UPGRADE || name == header::EXPECT {
             return Err(HeadError::Unusual);
@@ -128,7 +129,8 @@ pub fn response(buf: &[u8], head_request: bool, max: usize) -> Result<Option<Res
     let mut framing = Framing::default();
     let mut reusable = parsed.version == Some(1);
     for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::Invalid("invalid header name"))?;
+        let name =
+            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::Invalid("invalid header name"))?;
         if name == header::CONNECTION && tokens(field.value).any(|t| t.eq_ignore_ascii_case(b"close")) {
             reusable = false;
         }
@@ -263,7 +265,10 @@ mod tests {
     fn framing_rules() {
         let body = |head: &str| req(head).map(|h| h.map(|h| h.body));
         assert_eq!(body("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(Some(Body::None)));
-        assert_eq!(body("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"), Ok(Some(Body::Length(5))));
+        assert_eq!(
+            body("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+            Ok(Some(Body::Length(5)))
+        );
         assert_eq!(body("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n"), Ok(Some(Body::Chunked)));
         assert!(matches!(body("POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n"), Err(HeadError::Invalid(_))));
         assert!(matches!(body("POST / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\n"), Err(HeadError::Invalid(_))));

@@ -65,12 +65,7 @@ fn still_open(stream: &TcpStream) -> bool {
     let mut byte = 0u8;
     // SAFETY: a valid open socket and a one-byte buffer that outlives the call.
     let n = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            (&raw mut byte).cast::<libc::c_void>(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
+        libc::recv(stream.as_raw_fd(), (&raw mut byte).cast::<libc::c_void>(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
     };
     n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }

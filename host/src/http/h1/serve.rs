@@ -44,7 +44,11 @@ where
                 return Served::Handover(PrefixedIo::new(unread, stream));
             }
             Ok(Err(Refused::Head(HeadError::TooLarge))) => {
-                refuse(client, b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                refuse(
+                    client,
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
                 return Served::Done(Err("message head is too large".into()));
             }
             Ok(Err(Refused::Head(HeadError::Invalid(why)))) => {
@@ -91,7 +95,10 @@ enum Refused {
 
 /// The next request head, consumed from `client`; `None` when the client
 /// closed between requests. A chunked body's first size line is checked too.
-async fn next_request<S: AsyncRead + Unpin>(client: &mut Buffered<S>, max: usize) -> Result<Option<RequestHead>, Refused> {
+async fn next_request<S: AsyncRead + Unpin>(
+    client: &mut Buffered<S>,
+    max: usize,
+) -> Result<Option<RequestHead>, Refused> {
     let head = loop {
         if let Some(head) = parse::request(client.data(), max).map_err(Refused::Head)? {
             break head;
@@ -116,7 +123,12 @@ async fn next_request<S: AsyncRead + Unpin>(client: &mut Buffered<S>, max: usize
 }
 
 /// Serve one request; `Ok(false)` when the connection must close after it.
-async fn request<S>(stage: &HttpStage, client: &mut Buffered<S>, head: RequestHead, out: &mut Vec<u8>) -> Result<bool, String>
+async fn request<S>(
+    stage: &HttpStage,
+    client: &mut Buffered<S>,
+    head: RequestHead,
+    out: &mut Vec<u8>,
+) -> Result<bool, String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -197,7 +209,12 @@ where
     Ok(keep)
 }
 
-fn served<'a>(status: u16, body_bytes: Option<u64>, duration: std::time::Duration, log: &'a RequestLog) -> AccessServed<'a> {
+fn served<'a>(
+    status: u16,
+    body_bytes: Option<u64>,
+    duration: std::time::Duration,
+    log: &'a RequestLog,
+) -> AccessServed<'a> {
     AccessServed {
         status,
         body_bytes,
@@ -212,7 +229,9 @@ fn served<'a>(status: u16, body_bytes: Option<u64>, duration: std::time::Duratio
 /// The head of a response the proxy made itself.
 fn synthetic_head(out: &mut Vec<u8>, response: &Response<()>, length: usize, keep: bool) {
     let status = response.status();
-    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or("")).as_bytes());
+    out.extend_from_slice(
+        format!("HTTP/1.1 {} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or("")).as_bytes(),
+    );
     for (name, value) in response.headers() {
         if name == header::CONTENT_LENGTH {
             continue;
