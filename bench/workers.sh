@@ -34,10 +34,10 @@ TICK=$(getconf CLK_TCK)
 
 DIR=$(mktemp -d /tmp/sluice-workers.XXXXXX)
 PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
+cleanup() { [[ -n ${KEEP_LOGS:-} ]] && cat "$DIR"/*.log >&2; for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -keyout "$DIR/key.pem" \
-    -out "$DIR/cert.pem" -subj /CN=bench.local 2>/dev/null
+    -out "$DIR/cert.pem" -subj /CN=bench.local -addext subjectAltName=DNS:bench.local 2>/dev/null
 cat "$DIR/cert.pem" "$DIR/key.pem" > "$DIR/combined.pem"
 mapfile -t PORTS < <("$LOADGEN" free-ports 6)
 BACKEND=${PORTS[0]} SLUICE=${PORTS[1]}
