@@ -16,11 +16,12 @@
 #   --mib N          MiB per direction for the relay (default 2048)
 #   --duration S     seconds per rate measurement (default 10)
 #   --threads LIST   worker threads / processes to try (default "1 2")
-#   --ws-counts LIST idle WebSocket counts (default "1000 10000"; capped by the fd limit)
+#   --ws-counts LIST idle connection counts, WebSocket and keep-alive (default "1000 10000"; capped by the fd limit)
 #   --concurrency N  connections in flight for the rate tests and wrk (default 64)
 #   --repeat N       run the throughput and rate tests N times, interleaved; the table shows medians
 #   --plugin-bench   also run `cargo bench --bench plugin` (slow) and add its medians
 #   --only LIST      the same as TEST..., comma-separated: relay,conn,keepalive,flash,tls,ws,idle
+#   --cert KIND      the certificate of all three proxies: ecdsa (P-256, default) or rsa (2048)
 #   --keep           keep the temp dir (configs, logs, raw outputs)
 #
 # Run as root on Debian: missing haproxy, nginx (with libnginx-mod-stream) and
@@ -42,6 +43,7 @@ CONCURRENCY=64
 REPEAT=1
 PLUGIN_BENCH=0
 KEEP=0
+CERT=ecdsa
 ONLY="relay,conn,keepalive,flash,tls,ws,idle"
 TESTS=()
 while [[ $# -gt 0 ]]; do
@@ -57,7 +59,8 @@ while [[ $# -gt 0 ]]; do
         --haproxy-splice) ;; # HAProxy with splice-auto is now always its own column
         --only) ONLY="$2"; shift ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        --cert) CERT="$2"; shift ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         relay|conn|keepalive|flash|tls|ws|idle) TESTS+=("$1") ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -113,7 +116,12 @@ NOTES=$DIR/notes.txt
 : > "$RESULTS"; : > "$NOTES"
 export RUST_BACKTRACE=0
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+case $CERT in
+    ecdsa) KEY_ARGS=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1) ;;
+    rsa) KEY_ARGS=(-newkey rsa:2048) ;;
+    *) echo "--cert $CERT: expected ecdsa or rsa" >&2; exit 2 ;;
+esac
+openssl req -x509 "${KEY_ARGS[@]}" -nodes -days 2 \
     -keyout "$DIR/key.pem" -out "$DIR/cert.pem" -subj /CN=bench.local \
     -addext subjectAltName=DNS:bench.local 2>/dev/null
 cat "$DIR/cert.pem" "$DIR/key.pem" > "$DIR/combined.pem"

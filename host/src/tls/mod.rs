@@ -108,8 +108,10 @@ fn resumption(config: &mut rustls::ServerConfig) -> Result<(), CertError> {
     let ticketer = match TICKETER.get() {
         Some(ticketer) => ticketer.clone(),
         None => {
-            let made = rustls::crypto::ring::Ticketer::new()
-                .map_err(|e| CertError::BadCertificate { file: "(tls session tickets)".into(), error: e.to_string() })?;
+            let made = rustls::crypto::ring::Ticketer::new().map_err(|e| CertError::BadCertificate {
+                file: "(tls session tickets)".into(),
+                error: e.to_string(),
+            })?;
             TICKETER.get_or_init(|| made).clone()
         }
     };
