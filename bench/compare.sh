@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
 # sluice, HAProxy and nginx side by side on this machine, in front of the same
 # loopback backend, with equivalent configs (templates in bench/compare/).
-# Prints one Markdown table of figures and ratios.
+# Prints one Markdown table of figures and ratios: every rate comes with the
+# proxy's CPU per unit (user+system of its processes from /proc/PID/stat,
+# divided by requests, connections, handshakes or GiB), every memory figure
+# in bytes per connection.
 #
-# Usage: bench/compare.sh [--quick] [--mib N] [--duration S] [--threads "1 2"]
+# Usage: bench/compare.sh [TEST...] [--quick] [--mib N] [--duration S] [--threads "1 2"]
 #                         [--ws-counts "1000 10000"] [--concurrency N]
-#                         [--repeat N] [--plugin-bench] [--haproxy-splice] [--only LIST] [--keep]
+#                         [--repeat N] [--plugin-bench] [--only LIST] [--keep]
 #
+#   TEST...          run only these: relay conn keepalive flash tls ws idle
+#                    (e.g. `bench/compare.sh tls idle`; default all)
 #   --quick          short run: 256 MiB relays, 3 s per rate
 #   --mib N          MiB per direction for the relay (default 2048)
 #   --duration S     seconds per rate measurement (default 10)
 #   --threads LIST   worker threads / processes to try (default "1 2")
-#   --ws-counts LIST idle WebSocket counts (default "1000 10000"; capped by the fd limit)
+#   --ws-counts LIST idle connection counts, WebSocket and keep-alive (default "1000 10000"; capped by the fd limit)
 #   --concurrency N  connections in flight for the rate tests and wrk (default 64)
 #   --repeat N       run the throughput and rate tests N times, interleaved; the table shows medians
 #   --plugin-bench   also run `cargo bench --bench plugin` (slow) and add its medians
-#   --haproxy-splice HAProxy's relay frontend with `option splice-auto` (default: copies like the others)
-#   --only LIST      run only these tests: relay,conn,keepalive,flash,tls,ws (default all)
+#   --only LIST      the same as TEST..., comma-separated: relay,conn,keepalive,flash,tls,ws,idle
+#   --cert KIND      the certificate of all three proxies: ecdsa (P-256, default) or rsa (2048)
 #   --keep           keep the temp dir (configs, logs, raw outputs)
 #
 # Run as root on Debian: missing haproxy, nginx (with libnginx-mod-stream) and
@@ -37,9 +42,10 @@ WS_COUNTS="1000 10000"
 CONCURRENCY=64
 REPEAT=1
 PLUGIN_BENCH=0
-HAPROXY_SPLICE="# no splice (compare.sh --haproxy-splice)"
 KEEP=0
-ONLY="relay,conn,keepalive,flash,tls,ws"
+CERT=ecdsa
+ONLY="relay,conn,keepalive,flash,tls,ws,idle"
+TESTS=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) MIB=256; DURATION=3 ;;
@@ -50,14 +56,17 @@ while [[ $# -gt 0 ]]; do
         --concurrency) CONCURRENCY="$2"; shift ;;
         --repeat) REPEAT="$2"; shift ;;
         --plugin-bench) PLUGIN_BENCH=1 ;;
-        --haproxy-splice) HAPROXY_SPLICE="option splice-auto" ;;
+        --haproxy-splice) ;; # HAProxy with splice-auto is now always its own column
         --only) ONLY="$2"; shift ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        --cert) CERT="$2"; shift ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        relay|conn|keepalive|flash|tls|ws|idle) TESTS+=("$1") ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
+if [[ ${#TESTS[@]} -gt 0 ]]; then ONLY=$(IFS=,; echo "${TESTS[*]}"); fi
 wants() { [[ ",$ONLY," == *",$1,"* ]]; }
 log() { echo "[compare] $*" >&2; }
 
@@ -76,8 +85,9 @@ fi
 
 log "building sluice and loadgen (release)"
 cargo build --release --locked --quiet -p sluice -p loadgen || { echo "build failed" >&2; exit 1; }
-SLUICE=$ROOT/target/release/sluice
-LOADGEN=$ROOT/target/release/loadgen
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+SLUICE=$TARGET_DIR/release/sluice
+LOADGEN=$TARGET_DIR/release/loadgen
 
 # --- file descriptors -------------------------------------------------------
 ulimit -Hn 1048576 2>/dev/null || true
@@ -106,16 +116,22 @@ NOTES=$DIR/notes.txt
 : > "$RESULTS"; : > "$NOTES"
 export RUST_BACKTRACE=0
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+case $CERT in
+    ecdsa) KEY_ARGS=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1) ;;
+    rsa) KEY_ARGS=(-newkey rsa:2048) ;;
+    *) echo "--cert $CERT: expected ecdsa or rsa" >&2; exit 2 ;;
+esac
+openssl req -x509 "${KEY_ARGS[@]}" -nodes -days 2 \
     -keyout "$DIR/key.pem" -out "$DIR/cert.pem" -subj /CN=bench.local \
     -addext subjectAltName=DNS:bench.local 2>/dev/null
 cat "$DIR/cert.pem" "$DIR/key.pem" > "$DIR/combined.pem"
 
-mapfile -t PORTS < <("$LOADGEN" free-ports 10)
-[[ ${#PORTS[@]} == 10 ]] || { echo "could not find free ports" >&2; exit 1; }
+mapfile -t PORTS < <("$LOADGEN" free-ports 11)
+[[ ${#PORTS[@]} == 11 ]] || { echo "could not find free ports" >&2; exit 1; }
 BACKEND_PORT=${PORTS[0]} SLUICE_PORT=${PORTS[1]}
 HAPROXY_RELAY=${PORTS[2]} HAPROXY_INSPECT=${PORTS[3]} HAPROXY_HTTP=${PORTS[4]} HAPROXY_TLS=${PORTS[5]}
 NGINX_RELAY=${PORTS[6]} NGINX_FLASH=${PORTS[7]} NGINX_HTTP=${PORTS[8]} NGINX_TLS=${PORTS[9]}
+HAPROXY_SPLICE=${PORTS[10]}
 FLASH_POLICY='<cross-domain-policy><allow-access-from domain="*" to-ports="*"/></cross-domain-policy>'
 
 render() { # template output [threads]
@@ -192,6 +208,28 @@ rss_kib() {
     echo "$total"
 }
 
+# The proxy's CPU so far (user + system, the process and its children), in clock ticks.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() {
+    local total=0 pid
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        # Fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends the command name.
+        total=$(( total + $(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0) ))
+    done
+    echo "$total"
+}
+CPU_START=0
+cpu_start() { [[ -n $PROXY_PID ]] && CPU_START=$(cpu_ticks "$PROXY_PID") || CPU_START=""; }
+# Proxy CPU since cpu_start, per unit: cpu_per threads metric unit target count scale
+# (scale: 1e6 for µs, 1e3 for ms, "rate" for units per CPU-second).
+cpu_per() {
+    local t=$1 metric=$2 unit=$3 target=$4 count=$5 scale=$6 ticks
+    [[ -z $CPU_START || -z $PROXY_PID || -z $count ]] && return 0
+    ticks=$(( $(cpu_ticks "$PROXY_PID") - CPU_START ))
+    record "$t" "$metric" "$unit" "$target" "$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="$count" -v s="$scale" '
+        BEGIN { sec = t / hz; if (n + 0 <= 0) exit; if (s == "rate") { if (sec > 0) printf "%.0f", n / sec } else printf "%.1f", sec * s / n }')"
+}
+
 # Addresses per test and proxy ("" = not applicable).
 addr_for() { # test proxy
     local p=""
@@ -199,12 +237,13 @@ addr_for() { # test proxy
         relay:direct|conn:direct|keepalive:direct|ws:direct) p=$BACKEND_PORT ;;
         *:sluice) p=$SLUICE_PORT ;;
         relay:haproxy) p=$HAPROXY_RELAY ;;
+        relay:haproxy-splice) p=$HAPROXY_SPLICE ;;
         conn:haproxy|flash:haproxy) p=$HAPROXY_INSPECT ;;
-        keepalive:haproxy|ws:haproxy) p=$HAPROXY_HTTP ;;
+        keepalive:haproxy|ws:haproxy|idle:haproxy) p=$HAPROXY_HTTP ;;
         tls:haproxy) p=$HAPROXY_TLS ;;
         relay:nginx) p=$NGINX_RELAY ;;
         flash:nginx) p=$NGINX_FLASH ;;
-        conn:nginx|keepalive:nginx|ws:nginx) p=$NGINX_HTTP ;;
+        conn:nginx|keepalive:nginx|ws:nginx|idle:nginx) p=$NGINX_HTTP ;;
         tls:nginx) p=$NGINX_TLS ;;
     esac
     [[ -n $p ]] && echo "127.0.0.1:$p"
@@ -229,24 +268,32 @@ lg() { # label loadgen-args...
     echo "$out"
 }
 
-run_tests() { # threads target (direct|sluice|haproxy|nginx)
-    local t=$1 target=$2 addr out
+run_tests() { # threads target (direct|sluice|haproxy|haproxy-splice|nginx)
+    local t=$1 target=$2 addr out ok
     if wants relay && addr=$(addr_for relay "$target"); then
-        out=$(lg "relay, $target, threads=$t" relay --addr "$addr" --mib "$MIB")
         for dir in upload download both; do
-            record "$t" "relay $dir, $MIB MiB" "MiB/s" "$target" \
-                "$(grep "direction=$dir " <<<"$out" | field mibps)"
+            cpu_start
+            out=$(lg "relay $dir, $target, threads=$t" relay --addr "$addr" --mib "$MIB" --direction "$dir")
+            record "$t" "relay $dir, $MIB MiB" "MiB/s" "$target" "$(grep "direction=$dir " <<<"$out" | field mibps)"
+            local mib=$MIB; [[ $dir == both ]] && mib=$((2 * MIB))
+            [[ -n $(field mibps <<<"$out") ]] && cpu_per "$t" "relay $dir: proxy CPU per GiB" "ms (lower better)" "$target" \
+                "$(awk -v m="$mib" 'BEGIN { print m / 1024 }')" 1e3
         done
     fi
     if wants conn && addr=$(addr_for conn "$target"); then
+        cpu_start
         out=$(lg "conn-rate, $target, threads=$t" conn-rate --addr "$addr" --duration "${DURATION}s" --concurrency "$CONCURRENCY")
         record "$t" "new conns/s, HTTP/1.0 sniffed + routed" "conn/s" "$target" "$(field rate <<<"$out")"
+        cpu_per "$t" "new conns: proxy CPU per connection" "µs (lower better)" "$target" "$(field ok <<<"$out")" 1e6
     fi
     if wants keepalive && addr=$(addr_for keepalive "$target"); then
+        cpu_start
         out=$(wrk -t 2 -c "$CONCURRENCY" -d "${DURATION}s" --latency "http://$addr/" 2>&1) || out=""
         echo "$target/$t: $out" >> "$DIR/wrk.log"
         record "$t" "keep-alive HTTP/1.1 req/s (wrk -c$CONCURRENCY)" "req/s" "$target" \
             "$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")"
+        cpu_per "$t" "keep-alive: proxy CPU per request" "µs (lower better)" "$target" \
+            "$(awk '/requests in/ {print $1}' <<<"$out")" 1e6
         record "$t" "keep-alive latency p50" "ms (lower better)" "$target" \
             "$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
         record "$t" "keep-alive latency p99" "ms (lower better)" "$target" \
@@ -256,29 +303,60 @@ run_tests() { # threads target (direct|sluice|haproxy|nginx)
         fi
     fi
     if wants flash && addr=$(addr_for flash "$target"); then
+        cpu_start
         out=$(lg "flash-rate, $target, threads=$t" flash-rate --addr "$addr" --duration "${DURATION}s" --concurrency "$CONCURRENCY")
         record "$t" "Flash policy replies/s" "conn/s" "$target" "$(field rate <<<"$out")"
+        cpu_per "$t" "Flash: proxy CPU per reply" "µs (lower better)" "$target" "$(field ok <<<"$out")" 1e6
     fi
     if wants tls && addr=$(addr_for tls "$target"); then
-        out=$(lg "tls-rate, $target, threads=$t" tls-rate --addr "$addr" --duration "${DURATION}s" --concurrency "$CONCURRENCY")
-        record "$t" "TLS full handshakes/s (+1 HTTP/1.0 req)" "conn/s" "$target" "$(field rate <<<"$out")"
+        # Full TLS 1.3; TLS 1.3 resumed with a ticket; TLS 1.2 resumed. Each
+        # connection then sends one HTTP/1.0 request, read to the close.
+        local kind label
+        for kind in none tls13 tls12; do
+            case $kind in
+                none) label="TLS 1.3 full handshakes" ;;
+                tls13) label="TLS 1.3 resumed handshakes (tickets)" ;;
+                tls12) label="TLS 1.2 resumed handshakes" ;;
+            esac
+            cpu_start
+            out=$(lg "tls-rate --resume $kind, $target, threads=$t" tls-rate --addr "$addr" --duration "${DURATION}s" \
+                --concurrency "$CONCURRENCY" --resume "$kind")
+            ok=$(field ok <<<"$out")
+            record "$t" "$label/s (+1 HTTP/1.0 req)" "conn/s" "$target" "$(field rate <<<"$out")"
+            cpu_per "$t" "$label per proxy CPU-second" "handshakes/CPU-s" "$target" "$ok" rate
+            if [[ $kind != none && -n $ok ]] && (( ok > 0 )); then
+                record "$t" "$label: share resumed" "%" "$target" \
+                    "$(awk -v r="$(field resumed <<<"$out")" -v n="$ok" 'BEGIN { printf "%.0f", 100 * r / n }')"
+            fi
+        done
     fi
 }
 
-# Memory per idle WebSocket: fresh proxy, one warm-up WebSocket, baseline RSS,
-# N idle WebSockets, RSS again; (after - before) / N.
-ws_memory() { # threads proxy count
-    local t=$1 proxy=$2 n=$3 addr before after ready fifo=$DIR/ws.ctl
-    addr=$(addr_for ws "$proxy")
+# The kernel's TCP socket buffers, all sockets of the machine, in pages (/proc/net/sockstat "mem").
+sock_pages() { awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat; }
+
+# Memory per idle connection: fresh proxy, one warm-up connection, baseline
+# RSS, N idle connections (WebSockets after the 101, or keep-alive HTTP/1.1
+# connections after one request each), RSS again; (after - before) / N, in
+# bytes. The kernel's socket memory (every socket: client, proxy, backend)
+# is reported on its own row, from /proc/net/sockstat.
+idle_memory() { # threads proxy count kind (ws|idle)
+    local t=$1 proxy=$2 n=$3 kind=$4 addr before after ready fifo=$DIR/ws.ctl label loadgen_kind sock_before sock_after
+    case $kind in
+        ws) label="idle WebSocket after the 101"; loadgen_kind=websocket ;;
+        idle) label="idle keep-alive HTTP connection"; loadgen_kind=keepalive ;;
+    esac
+    addr=$(addr_for "$kind" "$proxy")
     if ! start_proxy "$proxy" "$t"; then
         stop_proxy
         return 0
     fi
-    "$LOADGEN" --threads 1 ws-idle --addr "$addr" --count 1 --hold 1ms > /dev/null 2>>"$DIR/loadgen.err" </dev/null || true
+    "$LOADGEN" --threads 1 ws-idle --kind "$loadgen_kind" --addr "$addr" --count 1 --hold 1ms > /dev/null 2>>"$DIR/loadgen.err" </dev/null || true
     sleep 0.5
     before=$(rss_kib "$PROXY_PID")
+    sock_before=$(sock_pages)
     rm -f "$fifo"; mkfifo "$fifo"
-    "$LOADGEN" --threads 2 ws-idle --addr "$addr" --count "$n" --hold 300s < "$fifo" > "$DIR/ws.out" 2>"$DIR/ws.err" &
+    "$LOADGEN" --threads 2 ws-idle --kind "$loadgen_kind" --addr "$addr" --count "$n" --hold 300s < "$fifo" > "$DIR/ws.out" 2>"$DIR/ws.err" &
     local ws_pid=$!
     PIDS+=("$ws_pid")
     exec 9>"$fifo"
@@ -289,18 +367,21 @@ ws_memory() { # threads proxy count
     done
     sleep 1
     after=$(rss_kib "$PROXY_PID")
+    sock_after=$(sock_pages)
     ready=$(grep '^ready' "$DIR/ws.out" || echo "ready open=0")
     exec 9>&-
     wait "$ws_pid" 2>/dev/null || true
     forget "$ws_pid"
     local open; open=$(field open <<<"$ready")
-    [[ $open == "$n" ]] || echo "- ws-idle, $proxy x$n, threads=$t: $ready $(head -c 300 "$DIR/ws.err" | tr '\n' ' ')" >> "$NOTES"
+    [[ $open == "$n" ]] || echo "- $kind, $proxy x$n, threads=$t: $ready $(head -c 300 "$DIR/ws.err" | tr '\n' ' ')" >> "$NOTES"
     cat "$DIR/ws.err" >> "$DIR/loadgen.err"
     if [[ ${open:-0} -gt 0 ]]; then
-        record "$t" "RSS per idle WebSocket @ $n" "KiB/conn (lower better)" "$proxy" \
-            "$(awk -v a="$after" -v b="$before" -v n="$open" 'BEGIN { printf "%.1f", (a - b) / n }')"
+        record "$t" "$label @ $n: RSS per connection" "bytes (lower better)" "$proxy" \
+            "$(awk -v a="$after" -v b="$before" -v n="$open" 'BEGIN { printf "%.0f", (a - b) * 1024 / n }')"
+        record "$t" "$label @ $n: kernel TCP memory per connection, all sockets" "bytes (lower better)" "$proxy" \
+            "$(awk -v a="$sock_after" -v b="$sock_before" -v n="$open" -v p="$(getconf PAGESIZE)" 'BEGIN { printf "%.0f", (a - b) * p / n }')"
     else
-        record "$t" "RSS per idle WebSocket @ $n" "KiB/conn (lower better)" "$proxy" ""
+        record "$t" "$label @ $n: RSS per connection" "bytes (lower better)" "$proxy" ""
     fi
     stop_proxy
 }
@@ -315,19 +396,26 @@ for t in $THREADS; do
         run_tests "$t" direct
         for proxy in sluice haproxy nginx; do
             log "threads=$t, round $r/$REPEAT: $proxy"
-            if start_proxy "$proxy" "$t"; then run_tests "$t" "$proxy"; fi
+            if start_proxy "$proxy" "$t"; then
+                run_tests "$t" "$proxy"
+                # HAProxy's relay with `option splice-auto`: another frontend of the same process.
+                if [[ $proxy == haproxy ]] && wants relay; then
+                    saved=$ONLY; ONLY=relay; run_tests "$t" haproxy-splice; ONLY=$saved
+                fi
+            fi
             stop_proxy
         done
     done
-    if wants ws; then
+    for kind in ws idle; do
+        wants "$kind" || continue
         for n in $WS_COUNTS; do
-            (( n > WS_MAX )) && { log "ws: $n idle WebSockets need $((2 * n)) descriptors, limit $NOFILE: using $WS_MAX"; n=$WS_MAX; }
+            (( n > WS_MAX )) && { log "$kind: $n idle connections need $((2 * n)) descriptors, limit $NOFILE: using $WS_MAX"; n=$WS_MAX; }
             for proxy in sluice haproxy nginx; do
-                log "threads=$t: $proxy, $n idle WebSockets"
-                ws_memory "$t" "$proxy" "$n"
+                log "threads=$t: $proxy, $n idle connections ($kind)"
+                idle_memory "$t" "$proxy" "$n" "$kind"
             done
         done
-    fi
+    done
 done
 
 if [[ $PLUGIN_BENCH == 1 ]]; then
@@ -358,18 +446,23 @@ awk -F'\t' '
     function cell(v) { return v == "" ? "n/a" : v }
     function ratio(a, b) { return (a == "" || b == "" || b + 0 == 0) ? "" : sprintf("%.2f", a / b) }
     END {
-        print "| threads | figure | unit | direct | sluice | haproxy | nginx | sluice/haproxy | sluice/nginx | sluice/direct |"
-        print "|---|---|---|---|---|---|---|---|---|---|"
+        print "| threads | figure | unit | direct | sluice | haproxy | haproxy splice | nginx | sluice/haproxy | sluice/haproxy splice | sluice/nginx | sluice/direct |"
+        print "|---|---|---|---|---|---|---|---|---|---|---|---|"
         for (i = 1; i <= n; i++) {
             k = order[i]; split(k, p, SUBSEP)
             d = median(all[k, "direct"]); s = median(all[k, "sluice"]); h = median(all[k, "haproxy"]); x = median(all[k, "nginx"])
-            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p[1], p[2], unit[k], cell(d), cell(s), cell(h), cell(x), ratio(s, h), ratio(s, x), ratio(s, d)
+            hs = median(all[k, "haproxy-splice"])
+            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p[1], p[2], unit[k], cell(d), cell(s), cell(h), cell(hs), cell(x), ratio(s, h), ratio(s, hs), ratio(s, x), ratio(s, d)
         }
     }' "$RESULTS"
 echo
 echo "direct: client straight to the backend (the physical limit). Flash on nginx: dedicated port that"
 echo "answers without reading (no inspection). Ratios are sluice / other: above 1 favours sluice, except"
 echo "where the unit says lower is better. Rates count successful exchanges only. Rounds: $REPEAT (medians)."
+echo "haproxy splice: HAProxy's TCP relay frontend with \`option splice-auto\` (zero-copy). CPU per unit: user +"
+echo "system CPU of the proxy's processes (/proc/PID/stat, ${CLK_TCK} Hz ticks) over the test, divided by its count."
+echo "Kernel TCP memory (/proc/net/sockstat) counts every socket on the machine: client, proxy and backend."
+echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
 if [[ -s $NOTES ]]; then
     echo
     echo "Errors during the run:"

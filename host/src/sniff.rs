@@ -63,6 +63,9 @@ impl SniffFailure {
     }
 }
 
+/// Bytes asked for per read while sniffing.
+const READ_SIZE: usize = 2048;
+
 /// Read from `client` until `sniffer` decides. `initial` holds bytes already
 /// read from the client by an earlier stage (after a PROXY header); they
 /// are the start of the head. Fails only when reading from the client fails.
@@ -85,20 +88,24 @@ where
     head.truncate(limits.max_bytes);
     // Bytes already in hand are classified before waiting for more.
     let mut classify_first = !head.is_empty();
-    let mut chunk = [0u8; 2048];
     let mut with_hello: Option<ConnFacts> = None;
     loop {
-        let room = (limits.max_bytes - head.len()).min(chunk.len());
         let completion = if std::mem::take(&mut classify_first) {
             (head.len() >= limits.max_bytes).then_some(Completion::ByteCap)
         } else {
-            match tokio::time::timeout_at(deadline, client.read(&mut chunk[..room])).await {
+            // Read straight into the head (no chunk buffer in the connection's future).
+            let start = head.len();
+            head.resize(start + (limits.max_bytes - start).min(READ_SIZE), 0);
+            let read = tokio::time::timeout_at(deadline, client.read(&mut head[start..])).await;
+            let got = match &read {
+                Ok(Ok(n)) => *n,
+                _ => 0,
+            };
+            head.truncate(start + got);
+            match read {
                 Err(_elapsed) => Some(Completion::Deadline),
                 Ok(Ok(0)) => Some(Completion::ClientFinished),
-                Ok(Ok(n)) => {
-                    head.extend_from_slice(&chunk[..n]);
-                    (head.len() >= limits.max_bytes).then_some(Completion::ByteCap)
-                }
+                Ok(Ok(_)) => (head.len() >= limits.max_bytes).then_some(Completion::ByteCap),
                 Ok(Err(e)) => return Err(e),
             }
         };

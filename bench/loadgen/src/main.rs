@@ -46,9 +46,9 @@ enum Command {
     ConnRate(rate::Args),
     /// Flash policy requests per second, each on a new connection.
     FlashRate(rate::Args),
-    /// Full TLS handshakes per second (no resumption), each followed by one HTTP/1.0 request.
+    /// TLS handshakes per second (full, or resumed with --resume), each followed by one HTTP/1.0 request.
     TlsRate(rate::TlsArgs),
-    /// Open COUNT idle WebSockets and hold them until stdin closes.
+    /// Open COUNT idle WebSockets (or keep-alive connections) and hold them until stdin closes.
     WsIdle(ws::Args),
     /// Print COUNT free TCP ports on 127.0.0.1, one a line.
     FreePorts {

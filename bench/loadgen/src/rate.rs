@@ -44,6 +44,12 @@ pub struct TlsArgs {
     /// Close right after the handshake instead of sending an HTTP/1.0 request.
     #[arg(long)]
     handshake_only: bool,
+    /// Resumption: `none` (every handshake is a full TLS 1.3 one), `tls13`
+    /// (tickets from earlier connections) or `tls12` (TLS 1.2 only, session
+    /// ID or ticket). Resumed handshakes are counted (`resumed=`); a client
+    /// with no ticket at hand does a full one.
+    #[arg(long, default_value = "none")]
+    resume: String,
 }
 
 const REQUEST: &[u8] = b"GET / HTTP/1.0\r\nHost: bench.local\r\nUser-Agent: loadgen\r\n\r\n";
@@ -83,21 +89,34 @@ pub async fn flash_rate(args: Args) -> anyhow::Result<()> {
 pub async fn tls_rate(args: TlsArgs) -> anyhow::Result<()> {
     let addr = crate::loopback(args.rate.addr)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = match args.resume.as_str() {
+        "none" | "tls13" => &[&rustls::version::TLS13],
+        "tls12" => &[&rustls::version::TLS12],
+        other => bail!("--resume {other}: expected none, tls13 or tls12"),
+    };
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
+        .with_protocol_versions(versions)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         .with_no_client_auth();
-    // Every connection is a full handshake.
-    config.resumption = rustls::client::Resumption::disabled();
+    config.resumption = match args.resume.as_str() {
+        // Every connection is a full handshake.
+        "none" => rustls::client::Resumption::disabled(),
+        _ => rustls::client::Resumption::in_memory_sessions(1024),
+    };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = ServerName::try_from(args.sni.clone()).context("--sni")?;
     let handshake_only = args.handshake_only;
+    let resumed = Arc::new(AtomicU64::new(0));
+    let counter = resumed.clone();
     drive("tls-rate", &args.rate, move || {
-        let (connector, name) = (connector.clone(), name.clone());
+        let (connector, name, counter) = (connector.clone(), name.clone(), counter.clone());
         async move {
             let stream = connect(addr).await?;
             let mut tls = connector.connect(name, stream).await.context("handshake")?;
+            if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
             if handshake_only {
                 tls.shutdown().await?;
                 return Ok(());
@@ -106,7 +125,9 @@ pub async fn tls_rate(args: TlsArgs) -> anyhow::Result<()> {
             check_http(&read_to_close(&mut tls).await?)
         }
     })
-    .await
+    .await?;
+    println!("tls-rate resumed={}", resumed.load(Ordering::Relaxed));
+    Ok(())
 }
 
 async fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {

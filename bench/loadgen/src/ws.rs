@@ -1,6 +1,7 @@
-//! Idle WebSockets: open `count` connections, each with a real HTTP/1.1
-//! Upgrade handshake answered by `101`, print `ready open=… failed=…`, and
-//! hold them until stdin closes (or `--hold` passes), then close them all.
+//! Idle connections: open `count` connections, each a WebSocket (a real
+//! HTTP/1.1 Upgrade answered by `101`) or a keep-alive HTTP/1.1 connection
+//! after one request, print `ready open=… failed=…`, and hold them until
+//! stdin closes (or `--hold` passes), then close them all.
 
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -28,10 +29,19 @@ pub struct Args {
     /// Deadline for one handshake.
     #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
     timeout: Duration,
+    /// `websocket` (Upgrade, 101, then idle) or `keepalive` (one HTTP/1.1
+    /// request and its response, then the connection stays open, idle).
+    #[arg(long, default_value = "websocket")]
+    kind: String,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let addr = crate::loopback(args.addr)?;
+    let keepalive = match args.kind.as_str() {
+        "websocket" => false,
+        "keepalive" => true,
+        other => anyhow::bail!("--kind {other}: expected websocket or keepalive"),
+    };
     let started = Instant::now();
     let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut tasks = JoinSet::new();
@@ -39,7 +49,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let permit = permits.clone().acquire_owned().await?;
         let timeout = args.timeout;
         tasks.spawn(async move {
-            let result = tokio::time::timeout(timeout, open(addr, i)).await;
+            let result = tokio::time::timeout(timeout, open(addr, i, keepalive)).await;
             drop(permit);
             match result {
                 Ok(result) => result,
@@ -68,9 +78,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn open(addr: SocketAddr, i: usize) -> anyhow::Result<TcpStream> {
+async fn open(addr: SocketAddr, i: usize, keepalive: bool) -> anyhow::Result<TcpStream> {
     let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true)?;
+    if keepalive {
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: loadgen\r\n\r\n").await?;
+        read_response(&mut stream).await?;
+        return Ok(stream);
+    }
     // A distinct 16-byte nonce per connection, base64-encoded as RFC 6455 asks.
     let key = data_encoding::BASE64.encode(&(i as u128).to_be_bytes());
     let request = format!(
@@ -89,4 +104,32 @@ async fn open(addr: SocketAddr, i: usize) -> anyhow::Result<TcpStream> {
         anyhow::bail!("not upgraded: {line:?}");
     }
     Ok(stream)
+}
+
+/// Read one HTTP/1.1 200 response with a Content-Length body.
+async fn read_response(stream: &mut TcpStream) -> anyhow::Result<()> {
+    let mut buf = Vec::with_capacity(512);
+    let head_end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        if buf.len() > 16 << 10 || stream.read_buf(&mut buf).await? == 0 {
+            anyhow::bail!("closed before the response head");
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200") {
+        anyhow::bail!("unexpected response: {:?}", &head[..head.len().min(40)]);
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no content-length")?;
+    while buf.len() < head_end + length {
+        if stream.read_buf(&mut buf).await? == 0 {
+            anyhow::bail!("closed inside the body");
+        }
+    }
+    Ok(())
 }

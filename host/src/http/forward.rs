@@ -16,22 +16,17 @@ use super::headers::{self, add_forwarded, apply_edits, remove_hop_by_hop};
 use super::{HttpStage, ProxyBody, RequestLog, error_response};
 use crate::backend::{ActiveGuard, Backend, BackendError, Server};
 use crate::config::HashKey;
-use crate::io::PrefixedIo;
 use crate::metrics::http::{BackendErrorKind, Counted};
 use crate::plugin::ForwardTo;
 use crate::proxy_protocol::{self, ProxiedAddrs};
-use crate::relay::{Pending, RelayStats, forget_previous_task, relay, relay_copy, relay_tcp};
-use bytes::Bytes;
+use crate::relay::tunnel;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tracing::Instrument;
 
 /// Why no response came from the backend.
@@ -207,41 +202,6 @@ pub(super) async fn forward(
     let body_errors = backend.metrics().body_errors();
     let bytes_out = &stage.plan.http.bytes_out;
     response.map(|body| Counted::new(GuardedBody { body, _guard: guard }, bytes_out).with_errors(body_errors).boxed())
-}
-
-/// Relay an upgraded connection. When both ends are plain TCP underneath,
-/// the sockets are taken back from hyper, with the bytes it read past each
-/// head (a client may send right after its request, a server right after its
-/// 101), and relayed by `relay_tcp`; hyper's buffers go as soon as those
-/// bytes are written. A TLS client is relayed through the upgraded streams.
-async fn tunnel(client: Upgraded, backend: Upgraded, idle: Duration) -> RelayStats {
-    // What `http::serve` serves a plain TCP client on, and `send` connects backends with.
-    type ClientTcp = TokioIo<PrefixedIo<TcpStream>>;
-    type BackendTcp = TokioIo<TcpStream>;
-    let backend = match backend.downcast::<BackendTcp>() {
-        Ok(backend) => backend,
-        Err(backend) => return relay(TokioIo::new(client), TokioIo::new(backend), idle).await,
-    };
-    let client = match client.downcast::<ClientTcp>() {
-        Ok(client) => client,
-        Err(client) => {
-            let pending = Pending { to_backend: Bytes::new(), to_client: backend.read_buf };
-            return relay_copy(TokioIo::new(client), backend.io.into_inner(), pending, idle).await;
-        }
-    };
-    // hyper read `read_buf` from the stream before whatever the stream still holds.
-    let (unread, client_tcp) = client.io.into_inner().into_parts();
-    let to_backend =
-        if unread.is_empty() { client.read_buf } else { [&client.read_buf[..], &unread[..]].concat().into() };
-    // `unread` is what is left of the sniff buffer: not kept alive for the tunnel's whole life.
-    drop(unread);
-    let pending = Pending { to_backend, to_client: backend.read_buf };
-    let backend_tcp = backend.io.into_inner();
-    // Both sockets come from tasks that have finished (the client's HTTP
-    // connection, the backend's client connection): let those tasks go.
-    forget_previous_task(&client_tcp);
-    forget_previous_task(&backend_tcp);
-    relay_tcp(client_tcp, backend_tcp, pending, idle).await
 }
 
 /// A response body that keeps its server counted as active until it ends.

@@ -9,6 +9,8 @@
 //!   listeners with an `acme` table, for TLS-ALPN-01 validation).
 //! - Names listed under `acme` are served the certificate issued for them
 //!   (see [`crate::acme`]), swapped in when it is renewed.
+//! - Resumption: TLS 1.3 and 1.2 session tickets (key rotated every 6 hours)
+//!   and a TLS 1.2 session-ID cache.
 //! - Certificates are checked at load: the files must be readable PEM, the
 //!   key must match the certificate, and the certificate must be valid now.
 //!   Every error names the file.
@@ -84,11 +86,38 @@ impl Terminator {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(resolver));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        resumption(&mut config)?;
         if acme.is_some() {
             config.alpn_protocols.push(crate::acme::ACME_TLS_ALPN.to_vec());
         }
         Ok(Terminator { acceptor: TlsAcceptor::from(Arc::new(config)), handshake_timeout })
     }
+}
+
+/// Sessions in the TLS 1.2 session-ID cache (a few hundred bytes each).
+const SESSION_CACHE_SIZE: usize = 8192;
+
+/// Resumption, so a returning client skips the key exchange and the
+/// signature: stateless tickets for TLS 1.3 and 1.2, encrypted under a key
+/// that rustls rotates every 6 hours (the previous key still decrypts), and a
+/// session-ID cache for TLS 1.2 clients without ticket support.
+/// One ticketer for the process, so a config reload does not invalidate the
+/// tickets clients hold.
+fn resumption(config: &mut rustls::ServerConfig) -> Result<(), CertError> {
+    static TICKETER: std::sync::OnceLock<Arc<dyn rustls::server::ProducesTickets>> = std::sync::OnceLock::new();
+    let ticketer = match TICKETER.get() {
+        Some(ticketer) => ticketer.clone(),
+        None => {
+            let made = rustls::crypto::ring::Ticketer::new().map_err(|e| CertError::BadCertificate {
+                file: "(tls session tickets)".into(),
+                error: e.to_string(),
+            })?;
+            TICKETER.get_or_init(|| made).clone()
+        }
+    };
+    config.ticketer = ticketer;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
+    Ok(())
 }
 
 /// Picks the certificate for a ClientHello's server name.
