@@ -30,6 +30,9 @@ pub struct Admin {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub extra: StatusExtra,
     pub started: Instant,
+    /// The token for write actions (experiment/admin_api.rs); none: writes refused.
+    pub auth: Option<crate::config::experiments::AdminAuth>,
+    pub reload: Option<crate::reload::ReloadHandle>,
 }
 
 /// Serve the admin endpoints until `stop`. At most `limits.max_connections`
@@ -65,7 +68,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, limits: AdminConfig
             let _permit = permit;
             let service = hyper::service::service_fn(move |request| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(answer(&admin, request)) }
+                async move { Ok::<_, Infallible>(crate::experiment::admin_api::answer(&admin, request).await) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
@@ -74,7 +77,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, limits: AdminConfig
     }
 }
 
-fn answer(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes>> {
+pub(crate) fn answer(admin: &Admin, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     if request.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n", "text/plain");
     }
@@ -154,10 +157,11 @@ fn status(admin: &Admin) -> serde_json::Value {
         "backends": backends,
         "reload": (admin.extra)(),
         "acme": crate::acme::status_json(),
+        "experiments": crate::experiment::status_json(&snapshot),
     })
 }
 
-fn text(status: StatusCode, body: &str, content_type: &'static str) -> Response<Full<Bytes>> {
+pub(crate) fn text(status: StatusCode, body: &str, content_type: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));

@@ -143,10 +143,12 @@ async fn route(stage: &HttpStage, mut request: Request<Incoming>, log: &mut Requ
         }
     };
     log.route = decision.label();
-    match decision {
+    let response = match decision {
         RouteDecision::Respond(response) => synthetic_response(response, log),
         RouteDecision::Forward(to) => forward::forward(stage, request, to, log).await,
-    }
+    };
+    stage.router.responded(&stage.facts, &route_request, response.status().as_u16());
+    response
 }
 
 /// The route plugin's own response.

@@ -156,6 +156,10 @@ pub trait Router: Send + Sync {
 
     /// Decide where one request goes. Synchronous and bounded by the plugin's CPU budget.
     fn pick(&self, conn: &ConnFacts, request: &RouteRequest) -> Result<RouteDecision, PluginError>;
+
+    /// The status the client got for a request this router decided (experiments
+    /// compare the candidate's 5xx rate with the live version's).
+    fn responded(&self, _conn: &ConnFacts, _request: &RouteRequest, _status: u16) {}
 }
 
 /// Classifies a connection from its first bytes.
