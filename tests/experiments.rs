@@ -239,8 +239,10 @@ async fn admin_write_actions_need_the_token() {
     let (status, body) = admin(admin_addr, "POST", "/experiments/admin-guarded/abort", Some("s3cret-token"), "").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"state\": \"aborted\""), "{body}");
+    // Accepted: the reloader ran (and refused, because this test's config was never a file).
     let (status, body) = admin(admin_addr, "POST", "/reload", Some("s3cret-token"), "").await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 422, "{body}");
+    assert!(body.starts_with("reload refused: ") && body.contains("cannot read the file"), "{body}");
     guarded.stop().await;
     let _ = std::fs::remove_file(token);
 }

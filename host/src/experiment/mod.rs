@@ -89,7 +89,7 @@ pub fn router(
             let loaded = runtime
                 .load_router(plugin.name.clone(), &wasm, config.settings_json.clone(), config.limits)
                 .map_err(|error| crate::state::load_error(&config, format!("candidate {source}"), error))?;
-            Some(loaded)
+            Some(loaded as Arc<dyn Router>)
         }
         None => None,
     };
@@ -116,7 +116,7 @@ pub fn sniffer(
             let loaded = runtime
                 .load_sniffer(plugin.name.clone(), &wasm, config.settings_json.clone(), config.limits)
                 .map_err(|error| crate::state::load_error(&config, format!("candidate {source}"), error))?;
-            Some(loaded)
+            Some(loaded as Arc<dyn Sniffer>)
         }
         None => None,
     };

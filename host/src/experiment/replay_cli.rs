@@ -10,7 +10,7 @@ pub struct ReplayArgs {
     /// A capture file (JSON lines, from `[plugins.NAME.capture]` or a logged disagreement's `input`).
     #[arg(long, value_name = "FILE")]
     capture: PathBuf,
-    /// The live version's component (.wasm).
+    /// The live version's component (.wasm, or `builtin:NAME`).
     #[arg(long, value_name = "A.wasm")]
     live: PathBuf,
     /// The candidate's component (.wasm; default: the live one, with other settings).
@@ -34,7 +34,13 @@ fn settings(text: &str) -> anyhow::Result<String> {
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    // `builtin:NAME` stands for a plugin compiled into the binary.
+    let read = |path: &PathBuf| match path.to_str().and_then(|p| p.strip_prefix("builtin:")) {
+        Some(name) => crate::builtin::component(name)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| anyhow::anyhow!("no built-in plugin `{name}` (built-in: {})", crate::builtin::NAMES.join(", "))),
+        None => std::fs::read(path).with_context(|| format!("reading {}", path.display())),
+    };
     let capture = std::fs::read_to_string(&args.capture)
         .with_context(|| format!("reading the capture {}", args.capture.display()))?;
     let live = read(&args.live)?;
