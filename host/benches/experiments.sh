@@ -14,7 +14,7 @@ bin=${1:-target/release/sluice}
 rounds=${2:-3}
 seconds=${3:-5}
 dir=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'rm -rf "$dir"' EXIT
 tick=$(getconf CLK_TCK)
 
 config() { # $1: port, $2: extra candidate table (or nothing)

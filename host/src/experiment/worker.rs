@@ -1,6 +1,6 @@
 //! The experiment worker: one thread per experiment that runs the shadow
 //! calls and writes capture lines, fed by a bounded queue. The request path
-//! only ever `try_send`s: a full queue drops the job and counts it.
+//! only ever pushes without waiting: a full queue drops the job and counts it.
 
 use super::capture::CaptureFile;
 use super::compare;
@@ -9,9 +9,9 @@ use super::record::Record;
 use crate::metrics;
 use crate::names::PluginName;
 use crate::plugin::{ConnFacts, PluginError, RouteDecision, RouteRequest, Router, Sniffer, Verdict};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub enum Job {
@@ -26,29 +26,46 @@ pub enum Candidate {
     Sniffer(Arc<dyn Sniffer>),
 }
 
-/// The request path's end of the queue.
+/// The request path's end of the queue: a short critical section, never a
+/// system call (the worker is not woken per job; it drains the queue in
+/// batches, see [`Worker::run`]).
 pub struct Queue {
-    sender: SyncSender<Job>,
+    shared: Arc<Shared>,
     dropped: Arc<AtomicU64>,
-    /// Jobs sent and jobs done: equal when the worker is idle (tests wait on it).
+}
+
+struct Shared {
+    jobs: Mutex<VecDeque<Job>>,
+    capacity: usize,
+    /// Jobs accepted and jobs done: equal when the worker is idle.
     sent: AtomicU64,
-    done: Arc<AtomicU64>,
+    done: AtomicU64,
+    /// Set when the wrapper (the queue's owner) is gone: the worker ends.
+    closed: AtomicBool,
 }
 
 impl Queue {
     /// Hand `job` to the worker, or drop it (counted) when the queue is full.
     pub fn offer(&self, job: Job) {
-        // Counted before the send, so `done` never runs ahead of `sent`.
-        self.sent.fetch_add(1, Ordering::Relaxed);
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.sender.try_send(job) {
-            self.sent.fetch_sub(1, Ordering::Relaxed);
+        let mut jobs = self.shared.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if jobs.len() < self.shared.capacity {
+            jobs.push_back(job);
+            self.shared.sent.fetch_add(1, Ordering::Relaxed);
+        } else {
+            drop(jobs);
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Whether every job handed over so far has been done.
     pub fn idle(&self) -> bool {
-        self.done.load(Ordering::Relaxed) == self.sent.load(Ordering::Relaxed)
+        self.shared.done.load(Ordering::Relaxed) == self.shared.sent.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -60,14 +77,24 @@ pub struct Worker {
     pub log_per_minute: u32,
 }
 
-/// Start the worker thread; it ends when the queue's sender is dropped.
+/// How long the worker sleeps between batches: short while there is work,
+/// longer when idle (a few wake-ups a second per experiment).
+const BUSY_NAP: Duration = Duration::from_millis(2);
+const IDLE_NAP: Duration = Duration::from_millis(50);
+
+/// Start the worker thread; it ends once the [`Queue`] is dropped.
 pub fn spawn(worker: Worker, capacity: usize, plugin: &PluginName) -> std::io::Result<Queue> {
-    let (sender, receiver) = std::sync::mpsc::sync_channel(capacity);
     let dropped = metrics::counter("sluice_experiment_shadow_dropped_total", vec![("plugin", plugin.to_string())]);
-    let done = Arc::new(AtomicU64::new(0));
-    let finished = done.clone();
-    std::thread::Builder::new().name("sluice-experiment".into()).spawn(move || worker.run(receiver, &finished))?;
-    Ok(Queue { sender, dropped, sent: AtomicU64::new(0), done })
+    let shared = Arc::new(Shared {
+        jobs: Mutex::new(VecDeque::new()),
+        capacity,
+        sent: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        closed: AtomicBool::new(false),
+    });
+    let inbox = shared.clone();
+    std::thread::Builder::new().name("sluice-experiment".into()).spawn(move || worker.run(&inbox))?;
+    Ok(Queue { shared, dropped })
 }
 
 /// Disagreement log lines allowed per minute.
@@ -78,11 +105,19 @@ struct LogBudget {
 }
 
 impl Worker {
-    fn run(mut self, jobs: Receiver<Job>, done: &AtomicU64) {
+    fn run(mut self, inbox: &Shared) {
         let mut budget = LogBudget { minute: Instant::now(), used: 0, suppressed: 0 };
-        while let Ok(job) = jobs.recv() {
-            self.handle(job, &mut budget);
-            done.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let batch = std::mem::take(&mut *inbox.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+            let busy = !batch.is_empty();
+            for job in batch {
+                self.handle(job, &mut budget);
+                inbox.done.fetch_add(1, Ordering::Relaxed);
+            }
+            if inbox.closed.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(if busy { BUSY_NAP } else { IDLE_NAP });
         }
     }
 
