@@ -214,7 +214,8 @@ async fn admin_write_actions_need_the_token() {
     let (a, b) = (http_backend("a").await, http_backend("b").await);
     let candidate = format!("{NEW_TO_B}\nshadow = false");
     // No token configured: writes refused.
-    let open = Proxy::start(&route_config("admin-open", a.addr, b.addr, &candidate, "[admin]\nbind = \"127.0.0.1:0\"")).await;
+    let open =
+        Proxy::start(&route_config("admin-open", a.addr, b.addr, &candidate, "[admin]\nbind = \"127.0.0.1:0\"")).await;
     let admin_addr = open.admin_addr().unwrap();
     let (status, body) = admin(admin_addr, "POST", "/experiments/admin-open/share", None, "50").await;
     assert_eq!(status, 403, "{body}");
@@ -253,8 +254,10 @@ async fn a_capture_replayed_reports_the_expected_differences() {
     let capture = std::env::temp_dir().join(format!("sluice-capture-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&capture);
     // A capture with no candidate: the route plugin records every request.
-    let config = route_config("captured", a.addr, b.addr, "", "")
-        .replace("[plugins.captured.candidate]", &format!("[plugins.captured.capture]\nfile = \"{}\"", capture.display()));
+    let config = route_config("captured", a.addr, b.addr, "", "").replace(
+        "[plugins.captured.candidate]",
+        &format!("[plugins.captured.capture]\nfile = \"{}\"", capture.display()),
+    );
     let proxy = Proxy::start(&config).await;
     let web = proxy.addr("web");
     for i in 0..10 {

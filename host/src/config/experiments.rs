@@ -276,7 +276,11 @@ impl RawCapture {
 }
 
 /// `[admin] token-file` and `protect-reads`.
-pub fn admin_auth(token_file: Option<&str>, protect_reads: Option<bool>, base: &Path) -> Result<Option<AdminAuth>, Problem> {
+pub fn admin_auth(
+    token_file: Option<&str>,
+    protect_reads: Option<bool>,
+    base: &Path,
+) -> Result<Option<AdminAuth>, Problem> {
     match (token_file, protect_reads) {
         (None, Some(true)) => Err(problem("admin.protect-reads".into(), "needs `token-file`")),
         (None, _) => Ok(None),

@@ -449,7 +449,8 @@ impl RawConfig {
                 serde_json::to_string(&raw.settings).map_err(|e| format!("cannot encode as JSON: {e}")),
             );
             // Policy experiments (config/experiments.rs).
-            let candidate = raw.candidate.as_ref().map(|c| c.validate(name, base, source.as_ref(), settings_json.as_deref()));
+            let candidate =
+                raw.candidate.as_ref().map(|c| c.validate(name, base, source.as_ref(), settings_json.as_deref()));
             let candidate = candidate.transpose().map_err(|errors| problems.0.extend(errors)).ok();
             let capture = raw.capture.as_ref().map(|c| c.validate(name, base)).transpose();
             let capture = capture.map_err(|errors| problems.0.extend(errors)).ok();

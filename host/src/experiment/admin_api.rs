@@ -39,13 +39,19 @@ pub async fn answer(admin: &Admin, request: Request<Incoming>) -> Response<Full<
         return match &admin.reload {
             Some(reload) => match reload.reload().await {
                 Ok(summary) => text(StatusCode::OK, &format!("reloaded: {summary}\n"), "text/plain"),
-                Err(error) => text(StatusCode::UNPROCESSABLE_ENTITY, &format!("reload refused: {error}\n"), "text/plain"),
+                Err(error) => {
+                    text(StatusCode::UNPROCESSABLE_ENTITY, &format!("reload refused: {error}\n"), "text/plain")
+                }
             },
             None => text(StatusCode::SERVICE_UNAVAILABLE, "reloads are not available here\n", "text/plain"),
         };
     }
     let Some((name, action)) = path.strip_prefix("/experiments/").and_then(|rest| rest.split_once('/')) else {
-        return text(StatusCode::NOT_FOUND, "actions: POST /reload, POST /experiments/NAME/{share,promote,abort}\n", "text/plain");
+        return text(
+            StatusCode::NOT_FOUND,
+            "actions: POST /reload, POST /experiments/NAME/{share,promote,abort}\n",
+            "text/plain",
+        );
     };
     let (name, action) = (name.to_string(), action.to_string());
     let body = match Limited::new(request.into_body(), 64).collect().await {
@@ -72,7 +78,11 @@ pub async fn answer(admin: &Admin, request: Request<Incoming>) -> Response<Full<
         "promote" => control.promote(),
         "abort" => control.abort(),
         other => {
-            return text(StatusCode::NOT_FOUND, &format!("no action `{other}` (share, promote, abort)\n"), "text/plain");
+            return text(
+                StatusCode::NOT_FOUND,
+                &format!("no action `{other}` (share, promote, abort)\n"),
+                "text/plain",
+            );
         }
     }
     text(StatusCode::OK, &format!("{:#}\n", control.status_json()), "application/json")
@@ -103,7 +113,8 @@ fn authorize(admin: &Admin, request: &Request<Incoming>, write: bool) -> Result<
     match given {
         Some(given) if same(given.as_bytes(), token.as_bytes()) => Ok(()),
         _ => {
-            let mut refusal = text(StatusCode::UNAUTHORIZED, "a valid `Authorization: Bearer` token is required\n", "text/plain");
+            let mut refusal =
+                text(StatusCode::UNAUTHORIZED, "a valid `Authorization: Bearer` token is required\n", "text/plain");
             refusal.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
             Err(refusal)
         }

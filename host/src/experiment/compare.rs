@@ -112,7 +112,10 @@ mod tests {
         assert_eq!(route(&to("a", None), &to("b", None)), Some("backend"));
         assert_eq!(route(&to("a", Some("k")), &to("a", None)), Some("affinity"));
         assert_eq!(sniff(&Verdict::Http, &Verdict::TerminateTls), Some("verdict"));
-        assert_eq!(sniff(&Verdict::Forward(BackendName::new("x")), &Verdict::Forward(BackendName::new("y"))), Some("backend"));
+        assert_eq!(
+            sniff(&Verdict::Forward(BackendName::new("x")), &Verdict::Forward(BackendName::new("y"))),
+            Some("backend")
+        );
         let failed: Result<Verdict, PluginError> = Err(PluginError::CpuBudget);
         assert_eq!(outcomes(&Ok(Verdict::Http), &failed, sniff), Some("error"));
     }

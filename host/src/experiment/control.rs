@@ -177,7 +177,10 @@ impl Control {
             failures.len()
         };
         if count > max as usize {
-            self.roll_back("failures", format!("{count} candidate failures within a minute (at most {max}); last: {error}"));
+            self.roll_back(
+                "failures",
+                format!("{count} candidate failures within a minute (at most {max}); last: {error}"),
+            );
         }
     }
 
@@ -213,7 +216,11 @@ impl Control {
             self.on.store(false, Ordering::Relaxed);
         }
         self.publish();
-        metrics::count("sluice_experiment_rollbacks_total", vec![("plugin", self.plugin.to_string()), ("rule", rule.into())], 1);
+        metrics::count(
+            "sluice_experiment_rollbacks_total",
+            vec![("plugin", self.plugin.to_string()), ("rule", rule.into())],
+            1,
+        );
         tracing::error!(plugin = %self.plugin, rule, %reason, "candidate rolled back: the live version decides everything until an operator acts");
     }
 

@@ -38,7 +38,11 @@ fn identity(version: &str, settings: &str) -> String {
     format!("{version} {settings}")
 }
 
-fn experiment(plugin: &PluginConfig, candidate: Option<Candidate>, version: Option<&str>) -> Result<(Experiment, Option<Arc<Control>>), BuildError> {
+fn experiment(
+    plugin: &PluginConfig,
+    candidate: Option<Candidate>,
+    version: Option<&str>,
+) -> Result<(Experiment, Option<Arc<Control>>), BuildError> {
     let config = plugin.candidate.as_ref();
     let control = config.zip(version).map(|(config, version)| {
         Arc::new(Control::new(plugin.name.clone(), identity(version, &config.settings_json), config))
@@ -94,8 +98,7 @@ pub fn router(
         None => None,
     };
     let version = candidate.as_ref().map(|c| c.version().to_string());
-    let (experiment, control) =
-        experiment(plugin, candidate.clone().map(Candidate::Router), version.as_deref())?;
+    let (experiment, control) = experiment(plugin, candidate.clone().map(Candidate::Router), version.as_deref())?;
     controls.extend(control);
     Ok(Arc::new(ExperimentRouter { live, candidate, experiment }))
 }
@@ -121,8 +124,7 @@ pub fn sniffer(
         None => None,
     };
     let version = candidate.as_ref().map(|c| c.version().to_string());
-    let (experiment, control) =
-        experiment(plugin, candidate.clone().map(Candidate::Sniffer), version.as_deref())?;
+    let (experiment, control) = experiment(plugin, candidate.clone().map(Candidate::Sniffer), version.as_deref())?;
     controls.extend(control);
     Ok(Arc::new(ExperimentSniffer { live, candidate, experiment }))
 }

@@ -36,9 +36,9 @@ fn settings(text: &str) -> anyhow::Result<String> {
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     // `builtin:NAME` stands for a plugin compiled into the binary.
     let read = |path: &PathBuf| match path.to_str().and_then(|p| p.strip_prefix("builtin:")) {
-        Some(name) => crate::builtin::component(name)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| anyhow::anyhow!("no built-in plugin `{name}` (built-in: {})", crate::builtin::NAMES.join(", "))),
+        Some(name) => crate::builtin::component(name).map(<[u8]>::to_vec).ok_or_else(|| {
+            anyhow::anyhow!("no built-in plugin `{name}` (built-in: {})", crate::builtin::NAMES.join(", "))
+        }),
         None => std::fs::read(path).with_context(|| format!("reading {}", path.display())),
     };
     let capture = std::fs::read_to_string(&args.capture)
@@ -53,8 +53,12 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         Some(text) => settings(text)?,
         None => live_settings.clone(),
     };
-    let versions =
-        Versions { live: &live, live_settings: &live_settings, candidate: &candidate, candidate_settings: &candidate_settings };
+    let versions = Versions {
+        live: &live,
+        live_settings: &live_settings,
+        candidate: &candidate,
+        candidate_settings: &candidate_settings,
+    };
     let report = replay::run(&capture, &versions).map_err(anyhow::Error::msg)?;
     print!("{}", report.render());
     Ok(ExitCode::SUCCESS)
