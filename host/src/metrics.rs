@@ -83,8 +83,21 @@ fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
 }
 
 /// The counter `name{labels}`, registered on first use. Keep the handle on hot paths.
+/// Each thread remembers the handles it used, so that counting per connection
+/// on the worker threads does not take the registry's lock.
 pub fn counter(name: &'static str, labels: Labels) -> Arc<AtomicU64> {
-    with(|r| r.counters.entry((name, labels)).or_default().clone())
+    thread_local! {
+        static SEEN: std::cell::RefCell<BTreeMap<(&'static str, Labels), Arc<AtomicU64>>> = Default::default();
+    }
+    let key = (name, labels);
+    SEEN.with_borrow_mut(|seen| {
+        if let Some(counter) = seen.get(&key) {
+            return counter.clone();
+        }
+        let counter = with(|r| r.counters.entry(key.clone()).or_default().clone());
+        seen.insert(key, counter.clone());
+        counter
+    })
 }
 
 /// The gauge `name{labels}`, registered on first use.
@@ -197,12 +210,42 @@ const HELP: &[(&str, &str, &str)] = &[
     ),
     ("sluice_acme_consecutive_failures", "gauge", "ACME orders failed in a row, by listener (0 after a success)."),
     ("sluice_runtime_alive_tasks", "gauge", "Tasks alive on the async runtime (a count that only grows is a leak)."),
+    // Policy experiments (docs/EXPERIMENTS.md).
+    (
+        "sluice_experiment_comparisons_total",
+        "counter",
+        "Shadow comparisons by plugin and result (agree, or the kind of difference).",
+    ),
+    (
+        "sluice_experiment_decisions_total",
+        "counter",
+        "Decisions in an experiment by plugin and the version that made them.",
+    ),
+    ("sluice_experiment_candidate_failures_total", "counter", "Failed candidate calls by plugin and reason."),
+    ("sluice_experiment_rollbacks_total", "counter", "Candidates switched off by a rollback rule, by plugin and rule."),
+    (
+        "sluice_experiment_shadow_dropped_total",
+        "counter",
+        "Shadow calls and capture records dropped because the queue was full.",
+    ),
+    (
+        "sluice_experiment_share_basis_points",
+        "gauge",
+        "The candidate's share of decisions, in basis points (10000 = all).",
+    ),
+    (
+        "sluice_experiment_candidate_on",
+        "gauge",
+        "1 while the candidate runs (shadow or share), 0 when rolled back or aborted.",
+    ),
 ];
 
 /// The Prometheus text exposition of every metric.
 pub fn render() -> String {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        gauge_set("sluice_runtime_alive_tasks", Vec::new(), runtime.metrics().num_alive_tasks() as i64);
+        // The control runtime's tasks and every worker's.
+        let alive = runtime.metrics().num_alive_tasks() + crate::workers::alive_tasks();
+        gauge_set("sluice_runtime_alive_tasks", Vec::new(), alive as i64);
     }
     let (counters, gauges, histograms) = with(|r| (r.counters.clone(), r.gauges.clone(), r.histograms.clone()));
     let mut out = String::new();

@@ -100,7 +100,8 @@ pub fn router(
     let version = candidate.as_ref().map(|c| c.version().to_string());
     let (experiment, control) = experiment(plugin, candidate.clone().map(Candidate::Router), version.as_deref())?;
     controls.extend(control);
-    Ok(Arc::new(ExperimentRouter { live, candidate, experiment }))
+    let manifest = wrap::merged(live.manifest(), candidate.as_ref().map(|c| c.manifest()));
+    Ok(Arc::new(ExperimentRouter { live, candidate, experiment, manifest }))
 }
 
 /// Wrap a loaded sniff plugin when its config has a candidate or a capture.
@@ -126,7 +127,8 @@ pub fn sniffer(
     let version = candidate.as_ref().map(|c| c.version().to_string());
     let (experiment, control) = experiment(plugin, candidate.clone().map(Candidate::Sniffer), version.as_deref())?;
     controls.extend(control);
-    Ok(Arc::new(ExperimentSniffer { live, candidate, experiment }))
+    let manifest = wrap::merged(live.manifest(), candidate.as_ref().map(|c| c.manifest()));
+    Ok(Arc::new(ExperimentSniffer { live, candidate, experiment, manifest }))
 }
 
 /// A reload keeps each experiment's share and state (a rollback stays in

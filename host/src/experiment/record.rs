@@ -19,6 +19,8 @@ pub struct Record {
     pub tls_server_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_alpn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     #[serde(flatten)]
     pub input: Input,
 }
@@ -54,6 +56,7 @@ impl Record {
             local: conn.local_addr,
             tls_server_name: tls.and_then(|t| t.server_name.clone()),
             tls_alpn: tls.and_then(|t| t.alpn.clone()),
+            tenant: conn.tenant.clone(),
             input,
         }
     }
@@ -87,6 +90,7 @@ impl Record {
             local_addr: self.local,
             tls,
             hello: None,
+            tenant: self.tenant.clone(),
         }
     }
 }

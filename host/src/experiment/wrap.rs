@@ -13,7 +13,9 @@ use super::record::Record;
 use super::worker::{Job, Queue};
 use crate::config::experiments::{CaptureConfig, SplitKey};
 use crate::names::PluginName;
-use crate::plugin::{ConnFacts, PluginError, RouteDecision, RouteRequest, Router, Sniffer, Verdict};
+use crate::plugin::{
+    ConnFacts, HeaderInterest, Manifest, PluginError, RouteDecision, RouteRequest, Router, Sniffer, Verdict,
+};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +82,29 @@ pub struct ExperimentRouter {
     pub live: Arc<dyn Router>,
     pub candidate: Option<Arc<dyn Router>>,
     pub experiment: Experiment,
+    /// Both versions' backends, so start-up and reloads check the candidate's too.
+    pub manifest: Manifest,
+}
+
+/// The manifest of the two versions together: every backend either may name
+/// (unchecked when either declares none), and every header (each version
+/// filters what it reads itself).
+pub fn merged(live: &Manifest, candidate: Option<&Manifest>) -> Manifest {
+    let backends = match (&live.backends, candidate.map(|c| &c.backends)) {
+        (Some(live), Some(Some(candidate))) => {
+            let mut all = live.clone();
+            all.extend(candidate.iter().filter(|b| !live.contains(b)).cloned());
+            Some(all)
+        }
+        (Some(live), None) => Some(live.clone()),
+        _ => None,
+    };
+    Manifest { backends, headers: HeaderInterest::All }
+}
+
+thread_local! {
+    /// Which version made this thread's last experiment decision, for `attribution`.
+    static LAST_SIDE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
 }
 
 impl Router for ExperimentRouter {
@@ -89,6 +114,10 @@ impl Router for ExperimentRouter {
 
     fn version(&self) -> &str {
         self.live.version()
+    }
+
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
     }
 
     fn pick(&self, conn: &ConnFacts, request: &RouteRequest) -> Result<RouteDecision, PluginError> {
@@ -102,6 +131,7 @@ impl Router for ExperimentRouter {
             match candidate.pick(conn, request) {
                 Ok(decision) => {
                     control.decided_candidate.fetch_add(1, Ordering::Relaxed);
+                    LAST_SIDE.set(Some(true));
                     return Ok(decision);
                 }
                 Err(e) => control.failure(&e),
@@ -110,6 +140,7 @@ impl Router for ExperimentRouter {
         let live = self.live.pick(conn, request);
         if let Some(control) = &experiment.control {
             control.decided_live.fetch_add(1, Ordering::Relaxed);
+            LAST_SIDE.set(Some(false));
         }
         if experiment.shadowing().is_some() {
             experiment.queue.offer(Job::Route { conn: conn.clone(), request: request.clone(), live: live.clone() });
@@ -117,10 +148,13 @@ impl Router for ExperimentRouter {
         live
     }
 
-    fn responded(&self, conn: &ConnFacts, request: &RouteRequest, status: u16) {
-        let experiment = &self.experiment;
-        if let Some(control) = experiment.control.as_deref().filter(|c| c.is_on() && !c.is_promoted()) {
-            control.response(control.candidate_decides(experiment.route_bucket(conn, request)), status);
+    fn attribution(&self) -> Option<bool> {
+        LAST_SIDE.take()
+    }
+
+    fn responded(&self, candidate: bool, status: u16) {
+        if let Some(control) = &self.experiment.control {
+            control.response(candidate, status);
         }
     }
 }
@@ -131,6 +165,7 @@ pub struct ExperimentSniffer {
     pub live: Arc<dyn Sniffer>,
     pub candidate: Option<Arc<dyn Sniffer>>,
     pub experiment: Experiment,
+    pub manifest: Manifest,
 }
 
 impl Sniffer for ExperimentSniffer {
@@ -140,6 +175,10 @@ impl Sniffer for ExperimentSniffer {
 
     fn version(&self) -> &str {
         self.live.version()
+    }
+
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
     }
 
     fn classify(&self, conn: &ConnFacts, head: &[u8], complete: bool) -> Result<Verdict, PluginError> {
