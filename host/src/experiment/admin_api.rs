@@ -22,7 +22,7 @@ pub async fn answer(admin: &Admin, request: Request<Incoming>) -> Response<Full<
     let path = request.uri().path().to_string();
     let write = request.method() != Method::GET;
     let protected = write || (admin.auth.as_ref().is_some_and(|a| a.protect_reads) && path != "/healthz");
-    if protected && let Err(refusal) = authorize(admin, &request, write) {
+    if protected && let Some(refusal) = refusal(admin, &request, write) {
         return refusal;
     }
     if !write {
@@ -88,21 +88,21 @@ pub async fn answer(admin: &Admin, request: Request<Incoming>) -> Response<Full<
     text(StatusCode::OK, &format!("{:#}\n", control.status_json()), "application/json")
 }
 
-/// `Ok` when the request carries the configured token.
-fn authorize(admin: &Admin, request: &Request<Incoming>, write: bool) -> Result<(), Response<Full<Bytes>>> {
+/// The answer to a request without the configured token; `None` when it has it.
+fn refusal(admin: &Admin, request: &Request<Incoming>, write: bool) -> Option<Response<Full<Bytes>>> {
     let Some(auth) = &admin.auth else {
         let message = if write {
             "write actions are disabled: set `token-file` in [admin] to enable them\n"
         } else {
             "forbidden\n"
         };
-        return Err(text(StatusCode::FORBIDDEN, message, "text/plain"));
+        return Some(text(StatusCode::FORBIDDEN, message, "text/plain"));
     };
     let token = match std::fs::read_to_string(&auth.token_file) {
         Ok(token) if !token.trim().is_empty() => token.trim().to_string(),
         Ok(_) | Err(_) => {
             tracing::error!(file = %auth.token_file.display(), "the admin token file is unreadable or empty: actions refused");
-            return Err(text(StatusCode::FORBIDDEN, "the admin token file is unreadable or empty\n", "text/plain"));
+            return Some(text(StatusCode::FORBIDDEN, "the admin token file is unreadable or empty\n", "text/plain"));
         }
     };
     let given = request
@@ -111,12 +111,12 @@ fn authorize(admin: &Admin, request: &Request<Incoming>, write: bool) -> Result<
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").map(str::trim));
     match given {
-        Some(given) if same(given.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(given) if same(given.as_bytes(), token.as_bytes()) => None,
         _ => {
             let mut refusal =
                 text(StatusCode::UNAUTHORIZED, "a valid `Authorization: Bearer` token is required\n", "text/plain");
             refusal.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-            Err(refusal)
+            Some(refusal)
         }
     }
 }

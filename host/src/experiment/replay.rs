@@ -15,6 +15,9 @@ use std::sync::Arc;
 /// Examples shown per kind of difference.
 const EXAMPLES: usize = 3;
 
+/// One example of a difference: the input line, the live and the candidate outcome.
+pub type Example = (String, String, String);
+
 /// The two versions and their settings (JSON).
 pub struct Versions<'a> {
     pub live: &'a [u8],
@@ -29,13 +32,13 @@ pub struct Report {
     pub decisions: u64,
     pub changed: u64,
     /// Per kind: how many, and a few examples (input line, live, candidate).
-    pub kinds: BTreeMap<&'static str, (u64, Vec<(String, String, String)>)>,
+    pub kinds: BTreeMap<&'static str, (u64, Vec<Example>)>,
     /// Lines that are not records, with their line number.
     pub skipped: Vec<(usize, String)>,
 }
 
 impl Report {
-    fn add(&mut self, kind: Option<&'static str>, example: impl FnOnce() -> (String, String, String)) {
+    fn add(&mut self, kind: Option<&'static str>, example: impl FnOnce() -> Example) {
         self.decisions += 1;
         let Some(kind) = kind else { return };
         self.changed += 1;
