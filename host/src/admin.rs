@@ -1,7 +1,8 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz`, and a JSON
 //! `/status` (listeners, loaded plugins with the hash of each version,
-//! backends with server health, the last reload). Bind it to loopback: it
-//! has no authentication (`sluice check` warns otherwise). It has its own
+//! backends with server health, the last reload). Bind it to loopback: reads
+//! need no token unless `protect-reads` is set; write actions need the
+//! `token-file` token (experiment/admin_api.rs). `sluice check` warns otherwise. It has its own
 //! small connection cap and header timeout (`[admin]`, docs/LIMITS.md).
 
 use crate::accept::accepted_or_back_off;
