@@ -1,7 +1,8 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz`, and a JSON
 //! `/status` (listeners, loaded plugins with the hash of each version,
-//! backends with server health, the last reload). Bind it to loopback: it
-//! has no authentication (`sluice check` warns otherwise). It has its own
+//! backends with server health, the last reload). Bind it to loopback: reads
+//! need no token unless `protect-reads` is set; write actions need the
+//! `token-file` token (experiment/admin_api.rs). `sluice check` warns otherwise. It has its own
 //! small connection cap and header timeout (`[admin]`, docs/LIMITS.md).
 
 use crate::accept::accepted_or_back_off;
@@ -30,6 +31,9 @@ pub struct Admin {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub extra: StatusExtra,
     pub started: Instant,
+    /// The token for write actions (experiment/admin_api.rs); none: writes refused.
+    pub auth: Option<crate::config::experiments::AdminAuth>,
+    pub reload: Option<crate::reload::ReloadHandle>,
 }
 
 /// Serve the admin endpoints until `stop`. At most `limits.max_connections`
@@ -65,7 +69,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, limits: AdminConfig
             let _permit = permit;
             let service = hyper::service::service_fn(move |request| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(answer(&admin, request)) }
+                async move { Ok::<_, Infallible>(crate::experiment::admin_api::answer(&admin, request).await) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
@@ -74,7 +78,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, limits: AdminConfig
     }
 }
 
-fn answer(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes>> {
+pub(crate) fn answer(admin: &Admin, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     if request.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n", "text/plain");
     }
@@ -154,10 +158,11 @@ fn status(admin: &Admin) -> serde_json::Value {
         "backends": backends,
         "reload": (admin.extra)(),
         "acme": crate::acme::status_json(),
+        "experiments": crate::experiment::status_json(&snapshot),
     })
 }
 
-fn text(status: StatusCode, body: &str, content_type: &'static str) -> Response<Full<Bytes>> {
+pub(crate) fn text(status: StatusCode, body: &str, content_type: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));

@@ -182,12 +182,14 @@ impl App {
         let connections = TaskTracker::new();
         let draining = Draining { stop_accepting: stop_accepting.clone(), close_all: close_all.clone() };
 
-        if let (Some(listener), Some(limits)) = (self.admin, self.config.admin) {
+        if let (Some(listener), Some(limits)) = (self.admin, self.config.admin.clone()) {
             let reload = self.reload.clone();
             let admin = Arc::new(admin::Admin {
                 snapshot: self.snapshot.clone(),
                 extra: Arc::new(move || reload_json(&reload.status())),
                 started: std::time::Instant::now(),
+                auth: limits.auth.clone(),
+                reload: Some(self.reload.clone()),
             });
             tokio::spawn(admin::serve(listener, admin, limits, stop_accepting.clone()));
         }

@@ -40,6 +40,7 @@ pub mod builtin;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod experiment;
 pub mod http;
 pub mod io;
 pub mod limits;

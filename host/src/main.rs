@@ -47,6 +47,9 @@ enum PluginCommand {
     /// Run a plugin once on sample input, in the same sandbox as the proxy,
     /// and print its verdict (sniff plugins) or routing decision (route plugins).
     Test(PluginTestArgs),
+    /// Run two versions of a plugin over a capture of real decision inputs
+    /// and report how their decisions differ (docs/EXPERIMENTS.md).
+    Replay(sluice::experiment::replay_cli::ReplayArgs),
 }
 
 #[derive(Args)]
@@ -134,6 +137,7 @@ fn main() -> ExitCode {
         None => run(cli.run),
         Some(Command::Check(args)) => check(args),
         Some(Command::Plugin(PluginCommand::Test(args))) => plugin_test(args),
+        Some(Command::Plugin(PluginCommand::Replay(args))) => sluice::experiment::replay_cli::run(args),
     };
     match result {
         Ok(code) => code,

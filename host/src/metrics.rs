@@ -210,6 +210,34 @@ const HELP: &[(&str, &str, &str)] = &[
     ),
     ("sluice_acme_consecutive_failures", "gauge", "ACME orders failed in a row, by listener (0 after a success)."),
     ("sluice_runtime_alive_tasks", "gauge", "Tasks alive on the async runtime (a count that only grows is a leak)."),
+    // Policy experiments (docs/EXPERIMENTS.md).
+    (
+        "sluice_experiment_comparisons_total",
+        "counter",
+        "Shadow comparisons by plugin and result (agree, or the kind of difference).",
+    ),
+    (
+        "sluice_experiment_decisions_total",
+        "counter",
+        "Decisions in an experiment by plugin and the version that made them.",
+    ),
+    ("sluice_experiment_candidate_failures_total", "counter", "Failed candidate calls by plugin and reason."),
+    ("sluice_experiment_rollbacks_total", "counter", "Candidates switched off by a rollback rule, by plugin and rule."),
+    (
+        "sluice_experiment_shadow_dropped_total",
+        "counter",
+        "Shadow calls and capture records dropped because the queue was full.",
+    ),
+    (
+        "sluice_experiment_share_basis_points",
+        "gauge",
+        "The candidate's share of decisions, in basis points (10000 = all).",
+    ),
+    (
+        "sluice_experiment_candidate_on",
+        "gauge",
+        "1 while the candidate runs (shadow or share), 0 when rolled back or aborted.",
+    ),
 ];
 
 /// The Prometheus text exposition of every metric.

@@ -512,6 +512,7 @@ impl Reloader {
         }
         let mut snapshot = snapshot;
         crate::limits::carry_over(&mut snapshot, &self.snapshot.load());
+        crate::experiment::carry_over(&snapshot, &self.snapshot.load());
         self.snapshot.store(Arc::new(snapshot));
         let (added_count, removed_count) = (added.len(), removed.len());
         for ((name, bind), socket) in added.into_iter().zip(sockets) {

@@ -39,6 +39,8 @@ pub struct Snapshot {
     pub plugin_versions: Vec<(PluginName, &'static str, String)>,
     /// Where HTTP request lines go.
     pub access_log: AccessLog,
+    /// Running policy experiments (crate::experiment), for the admin API.
+    pub experiments: Vec<Arc<crate::experiment::control::Control>>,
 }
 
 /// Permits for open and sniffing connections (see `[limits]`). A reload
@@ -70,6 +72,7 @@ impl Snapshot {
     pub fn build(config: &Config, runtime: &Runtime) -> Result<Snapshot, BuildError> {
         let mut sniffers: HashMap<PluginName, Arc<dyn Sniffer>> = HashMap::new();
         let mut routers: HashMap<PluginName, Arc<dyn Router>> = HashMap::new();
+        let mut experiments = Vec::new();
         for listener in &config.listeners {
             if !sniffers.contains_key(&listener.sniff) {
                 let plugin = &config.plugins[&listener.sniff];
@@ -77,6 +80,7 @@ impl Snapshot {
                 let sniffer = runtime
                     .load_sniffer(plugin.name.clone(), &wasm, plugin.settings_json.clone(), plugin.limits)
                     .map_err(|error| load_error(plugin, source, error))?;
+                let sniffer = crate::experiment::sniffer(plugin, sniffer, runtime, &mut experiments)?;
                 sniffers.insert(listener.sniff.clone(), sniffer);
             }
             if let Some(route) = listener.route.as_ref().filter(|route| !routers.contains_key(*route)) {
@@ -85,6 +89,7 @@ impl Snapshot {
                 let router = runtime
                     .load_router(plugin.name.clone(), &wasm, plugin.settings_json.clone(), plugin.limits)
                     .map_err(|error| load_error(plugin, source, error))?;
+                let router = crate::experiment::router(plugin, router, runtime, &mut experiments)?;
                 routers.insert(route.clone(), router);
             }
         }
@@ -123,12 +128,12 @@ impl Snapshot {
         plugin_versions.sort();
         let access_log = AccessLog::open(config.access_log.as_ref())?;
         let backends = Backends::new(config.backends.values());
-        Ok(Snapshot { listeners, backends, limits, plugin_versions, access_log })
+        Ok(Snapshot { listeners, backends, limits, plugin_versions, access_log, experiments })
     }
 }
 
 /// The plugin's component bytes, and a description of where they came from.
-fn read_plugin(plugin: &PluginConfig) -> Result<(Vec<u8>, String), BuildError> {
+pub(crate) fn read_plugin(plugin: &PluginConfig) -> Result<(Vec<u8>, String), BuildError> {
     let read = read_plugin_bytes(plugin)?;
     tracing::info!(plugin = %plugin.name, source = %read.1, bytes = read.0.len(), "loading plugin");
     Ok(read)
@@ -155,7 +160,7 @@ fn read_plugin_bytes(plugin: &PluginConfig) -> Result<(Vec<u8>, String), BuildEr
     }
 }
 
-fn load_error(plugin: &PluginConfig, source_desc: String, error: LoadError) -> BuildError {
+pub(crate) fn load_error(plugin: &PluginConfig, source_desc: String, error: LoadError) -> BuildError {
     BuildError::Load { plugin: plugin.name.clone(), source_desc, error }
 }
 

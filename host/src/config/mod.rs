@@ -2,6 +2,7 @@
 //! serde and turned into a validated [`Config`] of real types in one step,
 //! which reports every problem at once, each with the field it is about.
 
+pub mod experiments;
 mod limits;
 mod raw;
 mod syntax_error;
@@ -43,7 +44,7 @@ pub struct Config {
     pub access_log: Option<crate::access_log::AccessLogConfig>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     /// Loopback by default: the admin endpoints have no authentication.
     pub bind: SocketAddr,
@@ -51,6 +52,8 @@ pub struct AdminConfig {
     pub header_timeout: Duration,
     /// Admin connections open at once; more are closed right after accept.
     pub max_connections: usize,
+    /// The bearer token for write actions (and, optionally, reads).
+    pub auth: Option<experiments::AdminAuth>,
 }
 
 /// Caps that keep a flood of connections from starving real clients.
@@ -229,6 +232,10 @@ pub struct PluginConfig {
     /// The plugin's `settings` table as JSON, handed to its `init`.
     pub settings_json: String,
     pub limits: PluginLimits,
+    /// A candidate version run beside this one (docs/EXPERIMENTS.md).
+    pub candidate: Option<experiments::CandidateConfig>,
+    /// A sample of this plugin's decision inputs written to a file.
+    pub capture: Option<experiments::CaptureConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -44,6 +44,8 @@ struct RawAdmin {
     bind: Option<String>,
     header_timeout: Option<String>,
     max_connections: Option<u32>,
+    token_file: Option<String>,
+    protect_reads: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +177,8 @@ struct RawPlugin {
     max_instance_calls: Option<u64>,
     #[serde(default)]
     settings: toml::Table,
+    candidate: Option<super::experiments::RawCandidate>,
+    capture: Option<super::experiments::RawCapture>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -444,12 +448,19 @@ impl RawConfig {
                 &at("settings"),
                 serde_json::to_string(&raw.settings).map_err(|e| format!("cannot encode as JSON: {e}")),
             );
+            // Policy experiments (config/experiments.rs).
+            let candidate =
+                raw.candidate.as_ref().map(|c| c.validate(name, base, source.as_ref(), settings_json.as_deref()));
+            let candidate = candidate.transpose().map_err(|errors| problems.0.extend(errors)).ok();
+            let capture = raw.capture.as_ref().map(|c| c.validate(name, base)).transpose();
+            let capture = capture.map_err(|errors| problems.0.extend(errors)).ok();
             if let (Some(source), Some(cpu_budget), Some(memory_limit), Some(max_instance_calls), Some(settings_json)) =
                 (source, cpu_budget, memory_limit, max_instance_calls, settings_json)
             {
                 let name = PluginName::new(name.as_str());
                 let limits = PluginLimits { cpu_budget, memory_limit, max_instance_calls };
-                plugins.insert(name.clone(), PluginConfig { name, source, settings_json, limits });
+                let (candidate, capture) = (candidate.flatten(), capture.flatten());
+                plugins.insert(name.clone(), PluginConfig { name, source, settings_json, limits, candidate, capture });
             }
         }
 
@@ -482,10 +493,13 @@ impl RawConfig {
                 let bind = problems.check("admin.bind", parse_socket_addr(bind));
                 let caps = super::limits::admin(admin.header_timeout.as_deref(), admin.max_connections);
                 let caps = caps.map_err(|errors| problems.0.extend(errors)).ok();
-                bind.zip(caps).map(|(bind, (header_timeout, max_connections))| AdminConfig {
+                let auth = super::experiments::admin_auth(admin.token_file.as_deref(), admin.protect_reads, base);
+                let auth = auth.map_err(|p| problems.0.push(p)).ok();
+                bind.zip(caps).zip(auth).map(|((bind, (header_timeout, max_connections)), auth)| AdminConfig {
                     bind,
                     header_timeout,
                     max_connections: max_connections as usize,
+                    auth,
                 })
             }
         };

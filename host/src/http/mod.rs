@@ -73,6 +73,17 @@ struct RequestLog {
     detail: Option<String>,
     /// The chosen backend's series, counted once the status is known.
     backend_metrics: Option<Arc<BackendMetrics>>,
+    /// Which version of an experiment decided (`Router::attribution`).
+    experiment: Option<bool>,
+}
+
+impl RequestLog {
+    /// Tell an experiment the status its decision led to.
+    fn responded(&self, router: &dyn Router, status: StatusCode) {
+        if let Some(candidate) = self.experiment {
+            router.responded(candidate, status.as_u16());
+        }
+    }
 }
 
 /// Route and answer one request, and log it.
@@ -87,6 +98,7 @@ async fn handle(stage: &HttpStage, mut request: Request<Incoming>) -> Response<P
     let mut response = route(stage, request, &mut log).await;
     let duration = started.elapsed();
     stage.plan.http.response(response.status(), duration);
+    log.responded(stage.router.as_ref(), response.status());
     if let Some(backend) = &log.backend_metrics {
         backend.request(response.status());
     }
@@ -158,6 +170,7 @@ fn decide<B>(
         }
     };
     log.route = decision.label();
+    log.experiment = stage.router.attribution();
     match decision {
         RouteDecision::Respond(response) => Err(synthetic_response(response, log)),
         RouteDecision::Forward(to) => Ok(to),

@@ -213,6 +213,16 @@ pub trait Router: Send + Sync {
     /// CPU budget. Only the headers the manifest names reach the plugin; a
     /// decision naming an undeclared backend is [`PluginError::UndeclaredBackend`].
     fn pick(&self, conn: &ConnFacts, request: &RouteRequest) -> Result<RouteDecision, PluginError>;
+
+    /// Right after `pick`, on the same thread: whether an experiment's candidate
+    /// (`Some(true)`) or its live version (`Some(false)`) made that decision;
+    /// `None` when no experiment watches response statuses.
+    fn attribution(&self) -> Option<bool> {
+        None
+    }
+
+    /// The status the client got for a request attributed so.
+    fn responded(&self, _candidate: bool, _status: u16) {}
 }
 
 /// Classifies a connection from its first bytes.

@@ -43,6 +43,11 @@
 //! set-headers = { x-routed-by = "sluice" }  # set (replacing) these request headers
 //! remove-headers = ["x-internal"]           # remove these request headers
 //!
+//! split = [{ backend = "v2", percent = 10 }]  # send this share of the rule's requests to
+//!                           # other backends, by a stable key so a client stays on one side
+//! split-key = { cookie = "sid" }  # the key: "client-ip" (default), { cookie }, { header },
+//!                           # { query }; a request without it stays on `backend`
+//!
 //! respond = { status = 301, headers = { location = "https://example.test/" }, body = "" }
 //!                           # answer directly: `status` (200..=599) is required,
 //!                           # `headers` and `body` (default "") are optional
@@ -69,6 +74,7 @@
 //! ```
 
 pub mod rules;
+pub mod split;
 #[cfg(test)]
 mod tests;
 
@@ -103,6 +109,9 @@ pub struct RuleSettings {
     pub set_headers: Option<BTreeMap<String, String>>,
     pub remove_headers: Option<Vec<String>>,
     pub respond: Option<ResponseSettings>,
+    /// Send a share of the requests elsewhere (split.rs).
+    pub split: Option<Vec<split::SplitSettings>>,
+    pub split_key: Option<AffinitySettings>,
 }
 
 /// Where a sticky-session key comes from: `"client-ip"`, or a one-key table

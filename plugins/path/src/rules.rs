@@ -113,6 +113,8 @@ enum Action {
         affinity: Option<AffinitySettings>,
         /// The prefix to strip (the rule's `path-prefix`) when `strip-prefix` is set.
         strip: Option<String>,
+        /// A share of the requests that goes to other backends (split.rs).
+        split: Option<crate::split::Split>,
     },
     Respond(Response),
 }
@@ -131,6 +133,7 @@ impl Router {
                 template: Forward { backend: backend_name("default-backend", backend)?, ..Forward::default() },
                 affinity: None,
                 strip: None,
+                split: None,
             },
             (None, Some(not_found)) => Action::Respond(not_found_response(not_found)?),
             (None, None) => Action::Respond(default_not_found()),
@@ -148,10 +151,13 @@ impl Router {
     pub fn backends(&self) -> Vec<String> {
         let mut backends: Vec<String> = Vec::new();
         for action in self.rules.iter().map(|rule| &rule.action).chain([&self.fallback]) {
-            if let Action::Forward { template, .. } = action
-                && !backends.contains(&template.backend)
-            {
-                backends.push(template.backend.clone());
+            if let Action::Forward { template, split, .. } = action {
+                let split = split.iter().flat_map(|split| split.backends());
+                for backend in [template.backend.as_str()].into_iter().chain(split) {
+                    if !backends.iter().any(|known| known == backend) {
+                        backends.push(backend.to_string());
+                    }
+                }
             }
         }
         backends
@@ -174,6 +180,11 @@ impl Router {
                 Action::Forward { affinity: Some(AffinitySettings::Cookie(_)), .. } => add("cookie"),
                 _ => {}
             }
+            if let Action::Forward { split: Some(split), .. } = &rule.action
+                && let Some(name) = split.header_read()
+            {
+                add(&name);
+            }
         }
         names
     }
@@ -183,8 +194,11 @@ impl Router {
         let action = self.rules.iter().find(|rule| rule.matches(req)).map_or(&self.fallback, |rule| &rule.action);
         match action {
             Action::Respond(response) => Decision::Respond(response.clone()),
-            Action::Forward { template, affinity, strip } => {
+            Action::Forward { template, affinity, strip, split } => {
                 let mut forward = template.clone();
+                if let Some(backend) = split.as_ref().and_then(|split| split.pick(req)) {
+                    backend.clone_into(&mut forward.backend);
+                }
                 forward.affinity = affinity.as_ref().and_then(|source| affinity_key(source, req));
                 forward.rewrite_path = strip.as_deref().map(|prefix| strip_prefix(req.path, prefix));
                 Decision::Forward(forward)
@@ -374,6 +388,7 @@ fn compile_rule(rule: RuleSettings) -> Result<Rule, String> {
                 ("strip-prefix", rule.strip_prefix.is_some()),
                 ("set-headers", rule.set_headers.is_some()),
                 ("remove-headers", rule.remove_headers.is_some()),
+                ("split", rule.split.is_some() || rule.split_key.is_some()),
             ];
             if let Some((key, _)) = forward_only.iter().find(|(_, set)| *set) {
                 return Err(format!("`{key}` needs `backend`, and this rule has `respond`"));
@@ -411,10 +426,16 @@ fn compile_rule(rule: RuleSettings) -> Result<Rule, String> {
                     remove_headers.push(name);
                 }
             }
+            let split = match (rule.split, rule.split_key) {
+                (None, Some(_)) => return Err("split-key needs split".to_string()),
+                (None, None) => None,
+                (Some(entries), key) => Some(crate::split::Split::new(entries, key)?),
+            };
             Action::Forward {
                 template: Forward { backend, set_headers, remove_headers, ..Forward::default() },
                 affinity,
                 strip,
+                split,
             }
         }
     };

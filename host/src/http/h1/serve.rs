@@ -150,6 +150,7 @@ where
             // The body may be unread, or read in part: the connection cannot go on.
             let keep = !close && body == Body::None;
             stage.plan.http.response(response.status(), duration);
+            log.responded(stage.router.as_ref(), response.status());
             if let Some(backend) = &log.backend_metrics {
                 backend.request(response.status());
             }
@@ -170,6 +171,7 @@ where
     let Answered { head, mut backend, server, guard, poolable, set_cookie, backend_ref } = answered;
     let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
     stage.plan.http.response(status, duration);
+    log.responded(stage.router.as_ref(), status);
     backend_ref.metrics().request(status);
     if let Some(access) = &access {
         let bytes = match head.body {
