@@ -154,6 +154,7 @@ fn status(admin: &Admin) -> serde_json::Value {
         "backends": backends,
         "reload": (admin.extra)(),
         "acme": crate::acme::status_json(),
+        "tenants": crate::tenant::status_json(&snapshot),
     })
 }
 

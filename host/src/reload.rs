@@ -440,7 +440,8 @@ impl Reloader {
         let runtime = Runtime::new().map_err(|e| format!("cannot start the WebAssembly runtime: {e:#}"))?;
         let snapshot = {
             let config = config.clone();
-            tokio::task::spawn_blocking(move || Snapshot::build(&config, &runtime))
+            let previous = self.snapshot.load_full();
+            tokio::task::spawn_blocking(move || Snapshot::build_after(&config, &runtime, Some(&previous)))
                 .await
                 .map_err(|e| format!("loading the plugins panicked: {e}"))?
                 .map_err(|e| e.to_string())?
@@ -550,6 +551,8 @@ fn files_of(config: &Config) -> BTreeSet<PathBuf> {
             files.insert(certificate.cert.clone());
             files.insert(certificate.key.clone());
         }
+        // The tenant directory (its listing: tenants added, removed) and each tenant's files.
+        files.extend(listener.tenants.iter().flat_map(|dir| crate::tenant::load::watched_files(dir)));
     }
     files.into_iter().map(|file| std::path::absolute(&file).unwrap_or(file)).collect()
 }
@@ -590,8 +593,18 @@ async fn fingerprint(files: &BTreeSet<PathBuf>) -> Fingerprint {
 fn hash_files(files: &BTreeSet<PathBuf>) -> Fingerprint {
     files
         .iter()
-        .map(|file| (file.clone(), std::fs::read(file).ok().map(|bytes| Sha256::digest(&bytes).into())))
+        .map(|file| (file.clone(), read_or_list(file).map(|bytes| Sha256::digest(&bytes).into())))
         .collect()
+}
+
+/// A file's bytes, or a directory's sorted entry names (a watched tenant directory).
+fn read_or_list(path: &Path) -> Option<Vec<u8>> {
+    if !path.is_dir() {
+        return std::fs::read(path).ok();
+    }
+    let mut names: Vec<_> = std::fs::read_dir(path).ok()?.filter_map(|e| Some(e.ok()?.file_name())).collect();
+    names.sort();
+    Some(names.iter().flat_map(|name| [name.as_encoded_bytes(), b"\0"].concat()).collect())
 }
 
 /// The content of the files `config` depends on, as it is before the first
@@ -621,7 +634,9 @@ impl WatchSet {
     fn new(files: BTreeSet<PathBuf>) -> WatchSet {
         let mut paths = files.clone();
         paths.extend(files.iter().filter_map(|file| std::fs::canonicalize(file).ok()));
-        let dirs = paths.iter().filter_map(|path| path.parent().map(Path::to_path_buf)).collect();
+        let mut dirs: BTreeSet<PathBuf> = paths.iter().filter_map(|path| path.parent().map(Path::to_path_buf)).collect();
+        // A watched directory (a tenant directory) is watched itself, for its entries.
+        dirs.extend(paths.iter().filter(|path| path.is_dir()).cloned());
         WatchSet { files, paths, dirs }
     }
 
@@ -656,7 +671,8 @@ impl WatchSet {
             }
             let kubernetes = path.file_name().is_some_and(|name| name.as_encoded_bytes().starts_with(b".."))
                 && path.parent().is_some_and(|dir| self.dirs.contains(dir));
-            relevant |= kubernetes || self.paths.contains(path);
+            let entry_of_watched_dir = path.parent().is_some_and(|dir| self.paths.contains(dir));
+            relevant |= kubernetes || entry_of_watched_dir || self.paths.contains(path);
         }
         relevant
     }

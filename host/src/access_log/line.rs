@@ -54,6 +54,7 @@ fn json(e: &RequestEntry<'_>, at: SystemTime) -> String {
         "referer": e.referer,
         "user_agent": e.user_agent,
         "detail": e.detail,
+        "tenant": e.tenant,
     });
     let mut line = value.to_string();
     line.push('\n');
@@ -82,6 +83,9 @@ fn text(e: &RequestEntry<'_>, at: SystemTime) -> String {
     pair("backend", e.backend.unwrap_or("-"));
     pair("server", e.server.unwrap_or("-"));
     pair("request_id", e.request_id);
+    if let Some(tenant) = e.tenant {
+        pair("tenant", tenant);
+    }
     if let Some(detail) = e.detail {
         pair("detail", detail);
     }

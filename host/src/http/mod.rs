@@ -61,6 +61,8 @@ pub struct HttpStage {
     pub tasks: TaskTracker,
     pub close_all: CancellationToken,
     pub requests: AtomicU64,
+    /// The tenants this connection counts against (their `max-connections` quota).
+    pub tenant_conn: crate::tenant::quota::ConnSlot,
 }
 
 /// What the access log says about one request.
@@ -72,6 +74,8 @@ struct RequestLog {
     detail: Option<String>,
     /// The chosen backend's series, counted once the status is known.
     backend_metrics: Option<Arc<BackendMetrics>>,
+    /// The tenant that owns the request's name, on a tenant listener.
+    tenant: Option<Arc<crate::tenant::Tenant>>,
 }
 
 /// Route and answer one request, and log it.
@@ -89,6 +93,9 @@ async fn handle(stage: &HttpStage, mut request: Request<Incoming>) -> Response<P
     if let Some(backend) = &log.backend_metrics {
         backend.request(response.status());
     }
+    if stage.plan.tenants.is_some() {
+        crate::tenant::http::count(log.tenant.as_deref(), response.status(), duration);
+    }
     response.headers_mut().insert(request_id::HEADER, request_id.clone());
     let Some(head) = head else { return response };
     let served = Served {
@@ -99,6 +106,7 @@ async fn handle(stage: &HttpStage, mut request: Request<Incoming>) -> Response<P
         backend: log.backend.as_deref(),
         server: log.server.as_deref(),
         detail: log.detail.as_deref(),
+        tenant: log.tenant.as_ref().map(|tenant| tenant.name()),
     };
     access_log.request(&head, &stage.facts, &request_id, served);
     response
@@ -124,8 +132,28 @@ async fn route(stage: &HttpStage, mut request: Request<Incoming>, log: &mut Requ
         log.detail = Some(e.to_string());
         return error_response(StatusCode::BAD_REQUEST, &e.to_string());
     }
+    // Tenants (docs/TENANTS.md): the owner of the name routes, in its own namespace, within its quotas.
+    if let Some(set) = &stage.plan.tenants {
+        match crate::tenant::http::dispatch(stage, set, &request) {
+            Ok(tenant) => log.tenant = tenant,
+            Err(refused) => {
+                (log.detail, log.tenant) = (Some(refused.detail), refused.tenant);
+                return refused.response;
+            }
+        }
+    }
     let route_request = headers::route_request(&request);
-    let decision = match stage.router.pick(&stage.facts, &route_request) {
+    let picked = match &log.tenant {
+        Some(tenant) => match crate::tenant::http::decide(tenant, &stage.facts, &route_request) {
+            Ok(decision) => Ok(decision),
+            Err(detail) => {
+                log.detail = Some(detail);
+                return error_response(StatusCode::BAD_GATEWAY, "routing failed for this site");
+            }
+        },
+        None => stage.router.pick(&stage.facts, &route_request),
+    };
+    let decision = match picked {
         Ok(decision) => decision,
         Err(e) => {
             tracing::warn!(plugin = %stage.router.name(), reason = e.label(), "route plugin failed: {e}");
