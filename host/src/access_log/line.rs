@@ -170,6 +170,7 @@ mod tests {
             referer: None,
             user_agent: Some("curl/8.5.0"),
             detail: None,
+            tenant: None,
         }
     }
 
@@ -206,6 +207,11 @@ mod tests {
         assert_eq!(value["request_id"], "rid-1");
         assert_eq!(value["duration_ms"], 1.5);
         assert_eq!(value["referer"], serde_json::Value::Null);
+        assert_eq!(value["tenant"], serde_json::Value::Null);
+        let with_tenant = RequestEntry { tenant: Some("acme"), ..entry() };
+        let value: serde_json::Value = serde_json::from_str(&format(AccessLogFormat::Json, &with_tenant, at())).unwrap();
+        assert_eq!(value["tenant"], "acme");
+        assert!(format(AccessLogFormat::Text, &with_tenant, at()).ends_with(" request_id=rid-1 tenant=acme\n"));
     }
 
     #[test]

@@ -95,8 +95,11 @@ pub fn count(tenant: Option<&Tenant>, status: StatusCode, duration: Duration) {
 }
 
 fn without_port(host: &str) -> &str {
+    if let Some(end) = host.find(']') {
+        return &host[..=end]; // an IPv6 literal, which no tenant owns
+    }
     match host.rsplit_once(':') {
-        Some((name, port)) if !name.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
     }
 }
