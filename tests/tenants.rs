@@ -154,7 +154,8 @@ async fn world() -> World {
     pki.leaf("alpha", &["alpha.test", "*.alpha.test"]);
     pki.leaf("hostile", &["hostile.test"]);
     pki.leaf("busy", &["busy.test"]);
-    let (alpha, hostile, busy) = (http_backend("alpha").await, http_backend("hostile").await, http_backend("busy").await);
+    let (alpha, hostile, busy) =
+        (http_backend("alpha").await, http_backend("hostile").await, http_backend("busy").await);
     pki.tenant("alpha.toml", &alpha_tenant(alpha.addr));
     pki.tenant("hostile.toml", &hostile_tenant(hostile.addr, "v1"));
     pki.tenant("busy.toml", &busy_tenant(busy.addr));
@@ -333,7 +334,10 @@ async fn one_tenant_file_reloads_alone_and_a_broken_one_keeps_its_previous_versi
     world.reload.reload().await.expect("reload");
     let status_now = status(&world).await;
     let refused = status_now["tenants"][0]["refused"].to_string();
-    assert!(refused.contains("thief.toml") && refused.contains("alpha.toml") && refused.contains("alpha.test"), "{refused}");
+    assert!(
+        refused.contains("thief.toml") && refused.contains("alpha.toml") && refused.contains("alpha.test"),
+        "{refused}"
+    );
     let (_, _, body) = get(&world, Some("alpha.test"), "alpha.test", "/").await;
     assert_eq!(field(&body, "backend"), Some("alpha"));
 

@@ -285,7 +285,10 @@ where
             Verdict::Forward(name) => name,
             Verdict::Http => {
                 // A tenant listener without a route plugin of its own answers unknown names with 404.
-                let own = plan.router.clone().or_else(|| plan.tenants.as_ref().map(|_| crate::tenant::http::NoSite::shared()));
+                let own = plan
+                    .router
+                    .clone()
+                    .or_else(|| plan.tenants.as_ref().map(|_| crate::tenant::http::NoSite::shared()));
                 let Some(router) = own else {
                     let why = "the sniff plugin chose http, but this listener has no `route` plugin";
                     return report.end(Outcome::Misrouted(why.into()));

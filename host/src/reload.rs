@@ -591,10 +591,7 @@ async fn fingerprint(files: &BTreeSet<PathBuf>) -> Fingerprint {
 }
 
 fn hash_files(files: &BTreeSet<PathBuf>) -> Fingerprint {
-    files
-        .iter()
-        .map(|file| (file.clone(), read_or_list(file).map(|bytes| Sha256::digest(&bytes).into())))
-        .collect()
+    files.iter().map(|file| (file.clone(), read_or_list(file).map(|bytes| Sha256::digest(&bytes).into()))).collect()
 }
 
 /// A file's bytes, or a directory's sorted entry names (a watched tenant directory).
@@ -634,7 +631,8 @@ impl WatchSet {
     fn new(files: BTreeSet<PathBuf>) -> WatchSet {
         let mut paths = files.clone();
         paths.extend(files.iter().filter_map(|file| std::fs::canonicalize(file).ok()));
-        let mut dirs: BTreeSet<PathBuf> = paths.iter().filter_map(|path| path.parent().map(Path::to_path_buf)).collect();
+        let mut dirs: BTreeSet<PathBuf> =
+            paths.iter().filter_map(|path| path.parent().map(Path::to_path_buf)).collect();
         // A watched directory (a tenant directory) is watched itself, for its entries.
         dirs.extend(paths.iter().filter(|path| path.is_dir()).cloned());
         WatchSet { files, paths, dirs }

@@ -74,7 +74,11 @@ impl Snapshot {
 
     /// [`build`](Self::build) for a reload: tenants unchanged since
     /// `previous` are reused as they are (see [`crate::tenant::load`]).
-    pub fn build_after(config: &Config, runtime: &Runtime, previous: Option<&Snapshot>) -> Result<Snapshot, BuildError> {
+    pub fn build_after(
+        config: &Config,
+        runtime: &Runtime,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, BuildError> {
         let mut sniffers: HashMap<PluginName, Arc<dyn Sniffer>> = HashMap::new();
         let mut routers: HashMap<PluginName, Arc<dyn Router>> = HashMap::new();
         for listener in &config.listeners {
@@ -102,13 +106,15 @@ impl Snapshot {
         for listener in &config.listeners {
             let old = previous.and_then(|p| p.listeners.get(&listener.name)).and_then(|plan| plan.tenants.as_deref());
             let tenants = match &listener.tenants {
-                Some(dir) => Some(Arc::new(crate::tenant::load_dir(dir, runtime, old).map_err(|error| {
-                    BuildError::Tenants { listener: listener.name.clone(), error }
-                })?)),
+                Some(dir) => Some(Arc::new(
+                    crate::tenant::load_dir(dir, runtime, old)
+                        .map_err(|error| BuildError::Tenants { listener: listener.name.clone(), error })?,
+                )),
                 None => None,
             };
             let front = tenants.clone().map(|set| set as Arc<dyn crate::tls::CertSource>);
-            let tenant_certs = tenants.as_ref().is_some_and(|set| set.tenants.values().any(|t| t.certificate.is_some()));
+            let tenant_certs =
+                tenants.as_ref().is_some_and(|set| set.tenants.values().any(|t| t.certificate.is_some()));
             let tls = match (listener.certificates.as_slice(), &listener.acme) {
                 ([], None) if !tenant_certs => None,
                 (certificates, acme) => Some(

@@ -209,7 +209,8 @@ mod tests {
         assert_eq!(value["referer"], serde_json::Value::Null);
         assert_eq!(value["tenant"], serde_json::Value::Null);
         let with_tenant = RequestEntry { tenant: Some("acme"), ..entry() };
-        let value: serde_json::Value = serde_json::from_str(&format(AccessLogFormat::Json, &with_tenant, at())).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&format(AccessLogFormat::Json, &with_tenant, at())).unwrap();
         assert_eq!(value["tenant"], "acme");
         assert!(format(AccessLogFormat::Text, &with_tenant, at()).ends_with(" request_id=rid-1 tenant=acme\n"));
     }

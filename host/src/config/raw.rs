@@ -351,7 +351,8 @@ impl RawConfig {
                 }
                 validated.ok()
             });
-            let tenants = raw.tenants.as_ref().and_then(|dir| problems.check(&at("tenants"), super::tenants::dir(base, dir)));
+            let tenants =
+                raw.tenants.as_ref().and_then(|dir| problems.check(&at("tenants"), super::tenants::dir(base, dir)));
             let per_client = raw.per_client.validate(&format!("listeners[{i}]"), &limits);
             let per_client = per_client.map_err(|errors| problems.0.extend(errors)).ok();
             if raw.certificates.iter().filter(|c| c.default).count() > 1 {

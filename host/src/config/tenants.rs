@@ -122,11 +122,9 @@ pub fn files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// Read and validate one tenant file.
 pub fn load(path: &Path) -> Result<TenantConfig, ConfigError> {
     let fail = |problems| ConfigError { file: path.to_path_buf(), problems };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        fail(vec![Problem { field: String::new(), message: format!("cannot read the file: {e}") }])
-    })?;
-    let raw: RawTenant =
-        toml::from_str(&text).map_err(|e| fail(vec![super::syntax_error::problem(&e, &text)]))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(vec![Problem { field: String::new(), message: format!("cannot read the file: {e}") }]))?;
+    let raw: RawTenant = toml::from_str(&text).map_err(|e| fail(vec![super::syntax_error::problem(&e, &text)]))?;
     raw.validate(path).map_err(fail)
 }
 
@@ -136,7 +134,8 @@ impl RawTenant {
         let base = path.parent().unwrap_or(Path::new("."));
         let name = path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-            problems.add("", format!("the file name `{name}` is the tenant's name: use letters, digits, '-', '_', '.'"));
+            problems
+                .add("", format!("the file name `{name}` is the tenant's name: use letters, digits, '-', '_', '.'"));
         }
         if self.names.is_empty() {
             problems.add("names", "a tenant owns at least one name (\"a.test\" or \"*.a.test\")");
@@ -145,7 +144,9 @@ impl RawTenant {
         for (i, host) in self.names.iter().enumerate() {
             let host = host.to_ascii_lowercase();
             match check_name(&host) {
-                Ok(()) if names.contains(&host) => problems.add(format!("names[{i}]"), format!("`{host}` is listed twice")),
+                Ok(()) if names.contains(&host) => {
+                    problems.add(format!("names[{i}]"), format!("`{host}` is listed twice"))
+                }
                 Ok(()) => names.push(host),
                 Err(message) => problems.add(format!("names[{i}]"), message),
             }
@@ -224,7 +225,11 @@ impl RawQuotas {
             "route.max-instance-calls",
             in_range(max_instance_calls.unwrap_or(defaults.max_instance_calls), 1, u64::MAX),
         );
-        Some(PluginLimits { cpu_budget: cpu_budget?, memory_limit: memory_limit?, max_instance_calls: max_instance_calls? })
+        Some(PluginLimits {
+            cpu_budget: cpu_budget?,
+            memory_limit: memory_limit?,
+            max_instance_calls: max_instance_calls?,
+        })
     }
 
     fn quotas(&self, problems: &mut Problems) -> Option<Quotas> {

@@ -48,11 +48,9 @@ fn list(refused: &[(PathBuf, String)]) -> String {
 /// WebAssembly: run it off the async workers.
 pub fn load_dir(dir: &Path, runtime: &Runtime, previous: Option<&TenantSet>) -> Result<TenantSet, LoadError> {
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let files =
-        tenants::files(&dir).map_err(|error| LoadError::Dir { dir: dir.display().to_string(), error })?;
-    let before: HashMap<&Path, &Arc<Tenant>> = previous
-        .map(|set| set.tenants.values().map(|t| (t.config.file.as_path(), t)).collect())
-        .unwrap_or_default();
+    let files = tenants::files(&dir).map_err(|error| LoadError::Dir { dir: dir.display().to_string(), error })?;
+    let before: HashMap<&Path, &Arc<Tenant>> =
+        previous.map(|set| set.tenants.values().map(|t| (t.config.file.as_path(), t)).collect()).unwrap_or_default();
     let mut refused = Vec::new();
     // (tenant, whether it is a new version), the reused ones first: they keep their names.
     let mut candidates = Vec::new();
@@ -198,7 +196,8 @@ pub fn watched_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = vec![dir.to_path_buf()];
     for file in tenants::files(dir).unwrap_or_default() {
         // Loosely, like the reloader's view of a config that does not load yet.
-        let table: Option<toml::Table> = std::fs::read_to_string(&file).ok().and_then(|text| toml::from_str(&text).ok());
+        let table: Option<toml::Table> =
+            std::fs::read_to_string(&file).ok().and_then(|text| toml::from_str(&text).ok());
         let base = file.parent().unwrap_or(dir).to_path_buf();
         files.push(file);
         let Some(table) = table else { continue };

@@ -126,7 +126,8 @@ mod tests {
 
     #[test]
     fn the_request_bucket_refuses_beyond_its_burst_and_says_when_to_retry() {
-        let quota = QuotaState::new(&Quotas { max_connections: None, requests: Some(Rate { per_second: 1, burst: 3 }) });
+        let quota =
+            QuotaState::new(&Quotas { max_connections: None, requests: Some(Rate { per_second: 1, burst: 3 }) });
         assert!((0..3).all(|_| quota.request().is_ok()));
         let retry = quota.request().unwrap_err();
         assert!(retry > Duration::ZERO && retry <= Duration::from_secs(1), "{retry:?}");
