@@ -752,6 +752,22 @@ mod tests {
     }
 
     #[test]
+    fn a_watched_directory_counts_its_new_entries_and_hashes_its_listing() {
+        let dir = std::env::temp_dir().join(format!("sluice-reload-dir-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let set = WatchSet::new(BTreeSet::from([dir.clone()]));
+        assert!(set.dirs.contains(&dir), "the directory itself is watched");
+        let create = EventKind::Create(CreateKind::Any);
+        let new_file = dir.join("new-tenant.toml");
+        assert!(set.is_relevant(&event(create, &[new_file.to_str().unwrap()]), None));
+        let before = read_or_list(&dir);
+        std::fs::write(&new_file, "").unwrap();
+        let after = read_or_list(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(before.is_some() && before != after, "adding a file changes the directory's hash");
+    }
+
+    #[test]
     fn a_config_that_does_not_validate_still_names_its_files() {
         let dir = std::env::temp_dir().join(format!("sluice-reload-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
