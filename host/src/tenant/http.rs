@@ -30,7 +30,7 @@ pub struct Refusal {
 }
 
 /// The tenant that serves `request` (`None`: the listener's default), or why it is refused.
-pub fn dispatch<B>(stage: &HttpStage, set: &TenantSet, request: &Request<B>) -> Result<Option<Arc<Tenant>>, Refusal> {
+pub fn dispatch<B>(stage: &HttpStage, set: &TenantSet, request: &Request<B>) -> Result<Option<Arc<Tenant>>, Box<Refusal>> {
     let host = crate::http::headers::authority(request);
     let owner = host.as_deref().map(without_port).and_then(|host| set.owner(host));
     let sni = stage.facts.tls.as_ref().and_then(|tls| tls.server_name.as_deref());
@@ -44,7 +44,7 @@ pub fn dispatch<B>(stage: &HttpStage, set: &TenantSet, request: &Request<B>) -> 
             sni.unwrap_or("-")
         );
         let response = error_response(StatusCode::MISDIRECTED_REQUEST, "this connection is for another site");
-        return Err(Refusal { response, detail, tenant: Some(sni_owner.clone()) });
+        return Err(Box::new(Refusal { response, detail, tenant: Some(sni_owner.clone()) }));
     }
     let Some(tenant) = owner else { return Ok(None) };
     if tenant.config.quotas.max_connections.is_some() && !stage.tenant_conn.hold(tenant.name(), &tenant.quota) {
@@ -52,7 +52,7 @@ pub fn dispatch<B>(stage: &HttpStage, set: &TenantSet, request: &Request<B>) -> 
         let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, "this site has too many open connections");
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         let detail = format!("tenant `{}` is at its max-connections quota", tenant.name());
-        return Err(Refusal { response, detail, tenant: Some(tenant.clone()) });
+        return Err(Box::new(Refusal { response, detail, tenant: Some(tenant.clone()) }));
     }
     if let Err(retry_after) = tenant.quota.request() {
         tenant.metrics.quota_exceeded(QuotaKind::Requests);
@@ -60,7 +60,7 @@ pub fn dispatch<B>(stage: &HttpStage, set: &TenantSet, request: &Request<B>) -> 
         let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         let detail = format!("tenant `{}` is over its requests-per-second quota", tenant.name());
-        return Err(Refusal { response, detail, tenant: Some(tenant.clone()) });
+        return Err(Box::new(Refusal { response, detail, tenant: Some(tenant.clone()) }));
     }
     Ok(Some(tenant.clone()))
 }
