@@ -341,6 +341,21 @@ async fn one_tenant_file_reloads_alone_and_a_broken_one_keeps_its_previous_versi
     let (_, _, body) = get(&world, Some("alpha.test"), "alpha.test", "/").await;
     assert_eq!(field(&body, "backend"), Some("alpha"));
 
+    // Adding a file adds a tenant; its plugin sees which tenant it routes for.
+    world.pki.tenant(
+        "seer.toml",
+        &format!(
+            "names = [\"seer.test\"]\n[backends.web]\nservers = [\"{}\"]\n[route]\nfile = \"{}\"\n\
+             settings = {{ backends = [\"web\"], forward = \"web\" }}\n",
+            world.busy.addr,
+            plugin_path("declare").display()
+        ),
+    );
+    world.reload.reload().await.expect("reload");
+    let (code, _, body) = get(&world, None, "seer.test", "/seen").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("tenant=seer"), "{body}");
+
     // Removing a file removes the tenant: its name is nobody's now.
     std::fs::remove_file(world.pki.dir.join("tenants.d/busy.toml")).unwrap();
     std::fs::remove_file(world.pki.dir.join("tenants.d/thief.toml")).unwrap();
@@ -369,6 +384,15 @@ async fn conflicts_and_tenant_file_problems_stop_startup_all_at_once() {
         "names = [\"ok.test\", \"https://x\"]\n[backends.web]\nservers = []\n[route]\nbuiltin = \"path\"\n\
          [quotas]\nrequests-burst = 3\n",
     );
+    // A plugin that declares (at `init`) a backend its tenant does not have is refused at load.
+    pki.leaf("greedy", &["greedy.test"]);
+    pki.tenant(
+        "greedy.toml",
+        &hostile_tenant("127.0.0.1:9".parse().unwrap(), "v1")
+            .replace("hostile.test", "greedy.test")
+            .replace("certs/hostile", "certs/greedy")
+            .replace("tag = \"v1\"", "declare = \"alpha-web\""),
+    );
     let error = start_error(&pki.dir).await;
     let _ = std::fs::remove_dir_all(&pki.dir);
     for needle in [
@@ -378,6 +402,7 @@ async fn conflicts_and_tenant_file_problems_stop_startup_all_at_once() {
         "names[1]",
         "backends.web.servers",
         "quotas.requests-burst",
+        "greedy.toml: route.settings: the route plugin declares backend `alpha-web`, which tenant `greedy` does not have",
     ] {
         assert!(error.contains(needle), "`{needle}` missing from:\n{error}");
     }

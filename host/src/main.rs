@@ -225,6 +225,7 @@ fn plugin_test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
         local_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 443)),
         tls: args.sni.map(|name| TlsFacts { server_name: Some(name), alpn: None }),
         hello: None,
+        tenant: None,
     };
     let limits = sluice::config::PluginLimits {
         cpu_budget: args.cpu_budget,

@@ -30,7 +30,11 @@ pub struct Refusal {
 }
 
 /// The tenant that serves `request` (`None`: the listener's default), or why it is refused.
-pub fn dispatch<B>(stage: &HttpStage, set: &TenantSet, request: &Request<B>) -> Result<Option<Arc<Tenant>>, Box<Refusal>> {
+pub fn dispatch<B>(
+    stage: &HttpStage,
+    set: &TenantSet,
+    request: &Request<B>,
+) -> Result<Option<Arc<Tenant>>, Box<Refusal>> {
     let host = crate::http::headers::authority(request);
     let owner = host.as_deref().map(without_port).and_then(|host| set.owner(host));
     let sni = stage.facts.tls.as_ref().and_then(|tls| tls.server_name.as_deref());
@@ -68,7 +72,9 @@ pub fn dispatch<B>(stage: &HttpStage, set: &TenantSet, request: &Request<B>) -> 
 /// The tenant plugin's decision, held to the tenant's own backends; `Err`
 /// is the access-log detail of a `502`.
 pub fn decide(tenant: &Tenant, facts: &ConnFacts, request: &RouteRequest) -> Result<RouteDecision, String> {
-    let decision = tenant.router.pick(facts, request).map_err(|e: PluginError| {
+    // Plugins see which tenant they route for (`connection.tenant`).
+    let facts = ConnFacts { tenant: Some(tenant.config.name.clone()), ..facts.clone() };
+    let decision = tenant.router.pick(&facts, request).map_err(|e: PluginError| {
         tenant.metrics.plugin_failed(&e);
         tracing::warn!(tenant = tenant.name(), reason = e.label(), "tenant route plugin failed: {e}");
         format!("tenant `{}`: route plugin failed: {e}", tenant.name())

@@ -130,6 +130,17 @@ fn load_one(file: &Path, runtime: &Runtime, old: Option<&Arc<Tenant>>) -> Result
     let router = runtime
         .load_router(plugin.name.clone(), &wasm, plugin.settings_json.clone(), plugin.limits)
         .map_err(|e| format!("{at}: route plugin ({source}) {e}"))?;
+    // The backends the plugin declared at `init` must all be the tenant's own.
+    if let Some(declared) = &router.manifest().backends
+        && let Some(foreign) = declared.iter().find(|name| !config.backends.contains_key(*name))
+    {
+        return Err(format!(
+            "{at}: route.settings: the route plugin declares backend `{foreign}`, which tenant `{}` does not have \
+             (its backends: {})",
+            config.name,
+            config.backends.keys().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
     let certificate = match config.certificates.first() {
         None => None,
         Some(certificate) => {

@@ -9,12 +9,14 @@
 //! - anything else forwards to the backend named by the `backend` setting
 //!   and adds `x-plugin: <the tag setting>` so tests can tell versions apart.
 //!
-//! Settings are a flat JSON object of strings, read without a JSON parser.
+//! It declares (sluice:plugin@0.2.0) the `backend` setting, and the
+//! `declare` setting when there is one. Settings are a flat JSON object of
+//! strings, read without a JSON parser.
 
 wit_bindgen::generate!({ world: "router", path: "../../../wit" });
 
 use exports::sluice::plugin::route::{self, Decision, Forward, Header, Request};
-use exports::sluice::plugin::setup;
+use exports::sluice::plugin::setup::{self, HeaderInterest, Manifest};
 use std::hint::black_box;
 use std::sync::OnceLock;
 
@@ -35,12 +37,13 @@ fn setting(key: &str) -> String {
 struct Plugin;
 
 impl setup::Guest for Plugin {
-    fn init(settings: String) -> Result<(), String> {
+    fn init(settings: String) -> Result<Manifest, String> {
         let _ = SETTINGS.set(settings);
         if setting("backend").is_empty() {
             return Err("the `backend` setting is required".to_string());
         }
-        Ok(())
+        let backends = [setting("backend"), setting("declare")].into_iter().filter(|b| !b.is_empty()).collect();
+        Ok(Manifest { backends, headers: HeaderInterest::All })
     }
 }
 
