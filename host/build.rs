@@ -13,7 +13,7 @@ use std::process::{Command, exit};
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// Components embedded in the binary and used by the tests.
-const PLUGINS: &[&str] = &["sniff", "path", "misbehave", "leak", "wasi_guest", "declare"];
+const PLUGINS: &[&str] = &["sniff", "path", "misbehave", "leak", "wasi_guest", "declare", "hostile_route"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));

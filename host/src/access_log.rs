@@ -131,6 +131,7 @@ impl AccessLog {
             referer: head.referer.as_deref(),
             user_agent: head.user_agent.as_deref(),
             detail: served.detail,
+            tenant: served.tenant,
         };
         match &self.lines {
             Some((format, writer)) => {
@@ -147,6 +148,7 @@ impl AccessLog {
                 server = entry.server,
                 duration_ms = served.duration.as_millis() as u64,
                 request_id = entry.request_id,
+                tenant = entry.tenant,
                 detail = entry.detail,
                 "request"
             ),
@@ -194,6 +196,8 @@ pub struct Served<'a> {
     pub server: Option<&'a str>,
     /// Why the proxy answered with an error, if it did.
     pub detail: Option<&'a str>,
+    /// The tenant that owns the request's name (tenant listeners only).
+    pub tenant: Option<&'a str>,
 }
 
 /// Every field of one request line.
@@ -214,6 +218,7 @@ struct RequestEntry<'a> {
     referer: Option<&'a str>,
     user_agent: Option<&'a str>,
     detail: Option<&'a str>,
+    tenant: Option<&'a str>,
 }
 
 #[cfg(test)]

@@ -159,6 +159,7 @@ fn status(admin: &Admin) -> serde_json::Value {
         "reload": (admin.extra)(),
         "acme": crate::acme::status_json(),
         "experiments": crate::experiment::status_json(&snapshot),
+        "tenants": crate::tenant::status_json(&snapshot),
     })
 }
 

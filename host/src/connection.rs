@@ -284,7 +284,12 @@ where
             },
             Verdict::Forward(name) => name,
             Verdict::Http => {
-                let Some(router) = plan.router.clone() else {
+                // A tenant listener without a route plugin of its own answers unknown names with 404.
+                let own = plan
+                    .router
+                    .clone()
+                    .or_else(|| plan.tenants.as_ref().map(|_| crate::tenant::http::NoSite::shared()));
+                let Some(router) = own else {
                     let why = "the sniff plugin chose http, but this listener has no `route` plugin";
                     return report.end(Outcome::Misrouted(why.into()));
                 };
@@ -296,6 +301,7 @@ where
                     tasks: spawner.tasks.clone(),
                     close_all: spawner.close_all.clone(),
                     requests: AtomicU64::new(0),
+                    tenant_conn: Default::default(),
                 });
                 let result = http::serve(PrefixedIo::new(sniffed.head, client), stage.clone()).await;
                 let requests = stage.requests.load(Ordering::Relaxed);

@@ -28,6 +28,7 @@
 //! - [`acme`]: automatic certificates (RFC 8555): renewal, TLS-ALPN-01 and HTTP-01 answers.
 //! - [`limits`]: the file-descriptor budget and per-client limits.
 //! - [`metrics`]: the Prometheus series; [`access_log`]: request lines, request ids.
+//! - [`tenant`]: many tenants on one listener, dispatched by SNI and Host (docs/TENANTS.md).
 //! - [`demo`]: tiny servers so the examples run with nothing else installed.
 
 pub mod accept;
@@ -52,6 +53,7 @@ pub mod relay;
 pub mod reload;
 pub mod sniff;
 pub mod state;
+pub mod tenant;
 pub mod tls;
 pub mod workers;
 

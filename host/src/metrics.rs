@@ -178,6 +178,22 @@ const HELP: &[(&str, &str, &str)] = &[
     ("sluice_sniff_verdicts_total", "counter", "Sniff plugin verdicts by listener and verdict."),
     ("sluice_plugin_decision_seconds", "histogram", "Plugin decision latency, instance start included."),
     ("sluice_plugin_failures_total", "counter", "Plugin calls that failed, by plugin and reason."),
+    (
+        "sluice_tenant_http_responses_total",
+        "counter",
+        "HTTP responses on tenant listeners, by tenant (\"-\": no tenant) and status class.",
+    ),
+    ("sluice_tenant_http_request_duration_seconds", "histogram", "Request head to response head, by tenant."),
+    (
+        "sluice_tenant_plugin_failures_total",
+        "counter",
+        "Tenant route-plugin decisions that failed, by tenant and reason.",
+    ),
+    (
+        "sluice_tenant_quota_exceeded_total",
+        "counter",
+        "Requests refused or decisions stopped by a tenant quota, by tenant and quota.",
+    ),
     ("sluice_tls_handshakes_total", "counter", "TLS handshakes by listener and result."),
     ("sluice_http_responses_total", "counter", "HTTP responses by listener and status class."),
     ("sluice_backend_server_up", "gauge", "1 when a backend server is healthy, else 0."),

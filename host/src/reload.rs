@@ -453,7 +453,8 @@ impl Reloader {
         let runtime = Runtime::new().map_err(|e| format!("cannot start the WebAssembly runtime: {e:#}"))?;
         let snapshot = {
             let config = config.clone();
-            tokio::task::spawn_blocking(move || Snapshot::build(&config, &runtime))
+            let previous = self.snapshot.load_full();
+            tokio::task::spawn_blocking(move || Snapshot::build_after(&config, &runtime, Some(&previous)))
                 .await
                 .map_err(|e| format!("loading the plugins panicked: {e}"))?
                 .map_err(|e| e.to_string())?
@@ -564,6 +565,8 @@ fn files_of(config: &Config) -> BTreeSet<PathBuf> {
             files.insert(certificate.cert.clone());
             files.insert(certificate.key.clone());
         }
+        // The tenant directory (its listing: tenants added, removed) and each tenant's files.
+        files.extend(listener.tenants.iter().flat_map(|dir| crate::tenant::load::watched_files(dir)));
     }
     files.into_iter().map(|file| std::path::absolute(&file).unwrap_or(file)).collect()
 }
@@ -602,10 +605,17 @@ async fn fingerprint(files: &BTreeSet<PathBuf>) -> Fingerprint {
 }
 
 fn hash_files(files: &BTreeSet<PathBuf>) -> Fingerprint {
-    files
-        .iter()
-        .map(|file| (file.clone(), std::fs::read(file).ok().map(|bytes| Sha256::digest(&bytes).into())))
-        .collect()
+    files.iter().map(|file| (file.clone(), read_or_list(file).map(|bytes| Sha256::digest(&bytes).into()))).collect()
+}
+
+/// A file's bytes, or a directory's sorted entry names (a watched tenant directory).
+fn read_or_list(path: &Path) -> Option<Vec<u8>> {
+    if !path.is_dir() {
+        return std::fs::read(path).ok();
+    }
+    let mut names: Vec<_> = std::fs::read_dir(path).ok()?.filter_map(|e| Some(e.ok()?.file_name())).collect();
+    names.sort();
+    Some(names.iter().flat_map(|name| [name.as_encoded_bytes(), b"\0"].concat()).collect())
 }
 
 /// The content of the files `config` depends on, as it is before the first
@@ -635,7 +645,10 @@ impl WatchSet {
     fn new(files: BTreeSet<PathBuf>) -> WatchSet {
         let mut paths = files.clone();
         paths.extend(files.iter().filter_map(|file| std::fs::canonicalize(file).ok()));
-        let dirs = paths.iter().filter_map(|path| path.parent().map(Path::to_path_buf)).collect();
+        let mut dirs: BTreeSet<PathBuf> =
+            paths.iter().filter_map(|path| path.parent().map(Path::to_path_buf)).collect();
+        // A watched directory (a tenant directory) is watched itself, for its entries.
+        dirs.extend(paths.iter().filter(|path| path.is_dir()).cloned());
         WatchSet { files, paths, dirs }
     }
 
@@ -670,7 +683,8 @@ impl WatchSet {
             }
             let kubernetes = path.file_name().is_some_and(|name| name.as_encoded_bytes().starts_with(b".."))
                 && path.parent().is_some_and(|dir| self.dirs.contains(dir));
-            relevant |= kubernetes || self.paths.contains(path);
+            let entry_of_watched_dir = path.parent().is_some_and(|dir| self.paths.contains(dir));
+            relevant |= kubernetes || entry_of_watched_dir || self.paths.contains(path);
         }
         relevant
     }
@@ -749,6 +763,22 @@ mod tests {
         let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
         assert!(set.is_relevant(&event(closed, &["/nonexistent/etc/sluice.toml"]), None));
         assert!(set.is_relevant(&event(EventKind::Other, &[]), None), "an overflow: look");
+    }
+
+    #[test]
+    fn a_watched_directory_counts_its_new_entries_and_hashes_its_listing() {
+        let dir = std::env::temp_dir().join(format!("sluice-reload-dir-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let set = WatchSet::new(BTreeSet::from([dir.clone()]));
+        assert!(set.dirs.contains(&dir), "the directory itself is watched");
+        let create = EventKind::Create(CreateKind::Any);
+        let new_file = dir.join("new-tenant.toml");
+        assert!(set.is_relevant(&event(create, &[new_file.to_str().unwrap()]), None));
+        let before = read_or_list(&dir);
+        std::fs::write(&new_file, "").unwrap();
+        let after = read_or_list(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(before.is_some() && before != after, "adding a file changes the directory's hash");
     }
 
     #[test]

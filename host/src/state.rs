@@ -28,6 +28,8 @@ pub struct ListenerPlan {
     pub http: ListenerHttpMetrics,
     /// Per-client connection and request limits (kept across reloads, see `limits::carry_over`).
     pub per_client: crate::limits::per_client::ClientLimiter,
+    /// The listener's tenants (`tenants = "dir/"`), dispatched by SNI and Host.
+    pub tenants: Option<Arc<crate::tenant::TenantSet>>,
 }
 
 pub struct Snapshot {
@@ -61,6 +63,8 @@ pub enum BuildError {
     Load { plugin: PluginName, source_desc: String, error: LoadError },
     #[error(transparent)]
     AccessLog(#[from] OpenError),
+    #[error("listener `{listener}`: {error}")]
+    Tenants { listener: ListenerName, error: crate::tenant::LoadError },
     /// A plugin declared a backend the config does not have.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -70,6 +74,16 @@ impl Snapshot {
     /// Load every plugin the config uses and build the plans. Compiles
     /// WebAssembly: run it off the async workers.
     pub fn build(config: &Config, runtime: &Runtime) -> Result<Snapshot, BuildError> {
+        Self::build_after(config, runtime, None)
+    }
+
+    /// [`build`](Self::build) for a reload: tenants unchanged since
+    /// `previous` are reused as they are (see [`crate::tenant::load`]).
+    pub fn build_after(
+        config: &Config,
+        runtime: &Runtime,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, BuildError> {
         let mut sniffers: HashMap<PluginName, Arc<dyn Sniffer>> = HashMap::new();
         let mut routers: HashMap<PluginName, Arc<dyn Router>> = HashMap::new();
         let mut experiments = Vec::new();
@@ -99,10 +113,21 @@ impl Snapshot {
         }
         let mut listeners = HashMap::new();
         for listener in &config.listeners {
+            let old = previous.and_then(|p| p.listeners.get(&listener.name)).and_then(|plan| plan.tenants.as_deref());
+            let tenants = match &listener.tenants {
+                Some(dir) => Some(Arc::new(
+                    crate::tenant::load_dir(dir, runtime, old)
+                        .map_err(|error| BuildError::Tenants { listener: listener.name.clone(), error })?,
+                )),
+                None => None,
+            };
+            let front = tenants.clone().map(|set| set as Arc<dyn crate::tls::CertSource>);
+            let tenant_certs =
+                tenants.as_ref().is_some_and(|set| set.tenants.values().any(|t| t.certificate.is_some()));
             let tls = match (listener.certificates.as_slice(), &listener.acme) {
-                ([], None) => None,
+                ([], None) if !tenant_certs => None,
                 (certificates, acme) => Some(
-                    Terminator::load(certificates, acme.as_ref(), listener.tls_handshake_timeout)
+                    Terminator::load(certificates, acme.as_ref(), listener.tls_handshake_timeout, front)
                         .map_err(|error| BuildError::Certificates { listener: listener.name.clone(), error })?,
                 ),
             };
@@ -113,6 +138,7 @@ impl Snapshot {
                 tls,
                 http: ListenerHttpMetrics::new(listener.name.as_str()),
                 per_client: crate::limits::per_client::ClientLimiter::new(listener.name.clone(), listener.per_client),
+                tenants,
             };
             listeners.insert(listener.name.clone(), Arc::new(plan));
         }

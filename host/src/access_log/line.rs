@@ -54,6 +54,7 @@ fn json(e: &RequestEntry<'_>, at: SystemTime) -> String {
         "referer": e.referer,
         "user_agent": e.user_agent,
         "detail": e.detail,
+        "tenant": e.tenant,
     });
     let mut line = value.to_string();
     line.push('\n');
@@ -82,6 +83,9 @@ fn text(e: &RequestEntry<'_>, at: SystemTime) -> String {
     pair("backend", e.backend.unwrap_or("-"));
     pair("server", e.server.unwrap_or("-"));
     pair("request_id", e.request_id);
+    if let Some(tenant) = e.tenant {
+        pair("tenant", tenant);
+    }
     if let Some(detail) = e.detail {
         pair("detail", detail);
     }
@@ -166,6 +170,7 @@ mod tests {
             referer: None,
             user_agent: Some("curl/8.5.0"),
             detail: None,
+            tenant: None,
         }
     }
 
@@ -202,6 +207,12 @@ mod tests {
         assert_eq!(value["request_id"], "rid-1");
         assert_eq!(value["duration_ms"], 1.5);
         assert_eq!(value["referer"], serde_json::Value::Null);
+        assert_eq!(value["tenant"], serde_json::Value::Null);
+        let with_tenant = RequestEntry { tenant: Some("acme"), ..entry() };
+        let value: serde_json::Value =
+            serde_json::from_str(&format(AccessLogFormat::Json, &with_tenant, at())).unwrap();
+        assert_eq!(value["tenant"], "acme");
+        assert!(format(AccessLogFormat::Text, &with_tenant, at()).ends_with(" request_id=rid-1 tenant=acme\n"));
     }
 
     #[test]

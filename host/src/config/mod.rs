@@ -6,6 +6,7 @@ pub mod experiments;
 mod limits;
 mod raw;
 mod syntax_error;
+pub mod tenants;
 mod units;
 
 pub use limits::{PerClientLimits, Rate};
@@ -100,6 +101,8 @@ pub struct ListenerConfig {
     pub acme: Option<crate::acme::AcmeConfig>,
     /// What one client address (or prefix) may use of this listener.
     pub per_client: PerClientLimits,
+    /// A directory of tenant files (docs/TENANTS.md), dispatched by SNI and Host.
+    pub tenants: Option<PathBuf>,
 }
 
 /// One certificate (chain) and its private key, both PEM files.

@@ -77,6 +77,8 @@ struct RawListener {
     acme: Option<crate::acme::config::RawAcme>,
     #[serde(default)]
     per_client: super::limits::RawPerClient,
+    /// A directory of tenant files (config/tenants.rs).
+    tenants: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,7 +102,7 @@ enum RawFallback {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawBackend {
+pub(super) struct RawBackend {
     /// `"host:port"` or `{ address = "host:port", weight = 2, max-connections = 100 }`.
     servers: Vec<toml::Value>,
     resolve_interval: Option<String>,
@@ -223,15 +225,15 @@ const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Collects problems while validating, so the operator sees all of them at once.
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(pub(super) Vec<Problem>);
 
 impl Problems {
-    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem { field: field.into(), message: message.into() });
     }
 
     /// Keep the value, or record the error and keep nothing.
-    fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+    pub(super) fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
         result.map_err(|message| self.add(field, message)).ok()
     }
 }
@@ -353,6 +355,8 @@ impl RawConfig {
                 }
                 validated.ok()
             });
+            let tenants =
+                raw.tenants.as_ref().and_then(|dir| problems.check(&at("tenants"), super::tenants::dir(base, dir)));
             let per_client = raw.per_client.validate(&format!("listeners[{i}]"), &limits);
             let per_client = per_client.map_err(|errors| problems.0.extend(errors)).ok();
             if raw.certificates.iter().filter(|c| c.default).count() > 1 {
@@ -393,6 +397,7 @@ impl RawConfig {
                     proxy_protocol_from,
                     acme,
                     per_client,
+                    tenants,
                 });
             }
         }
@@ -519,7 +524,7 @@ impl RawConfig {
 
 impl RawBackend {
     /// The backend, or nothing when a field is wrong (each problem recorded).
-    fn validate(&self, name: &str, problems: &mut Problems) -> Option<BackendConfig> {
+    pub(super) fn validate(&self, name: &str, problems: &mut Problems) -> Option<BackendConfig> {
         let at = |key: &str| format!("backends.{name}.{key}");
         let duration_or = |problems: &mut Problems, key: &str, text: &Option<String>, default: Duration| match text {
             Some(text) => problems.check(&at(key), positive_duration(text)),
@@ -729,7 +734,7 @@ fn health_check(raw: &RawHealthCheck) -> Result<HealthCheck, String> {
 }
 
 /// A path relative to the config file's directory that names an existing file.
-fn existing_file(base: &Path, path: &str) -> Result<PathBuf, String> {
+pub(super) fn existing_file(base: &Path, path: &str) -> Result<PathBuf, String> {
     let full = base.join(path);
     if full.is_file() { Ok(full) } else { Err(format!("{} does not exist or is not a file", full.display())) }
 }
@@ -741,6 +746,6 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-fn in_range(value: u64, min: u64, max: u64) -> Result<u64, String> {
+pub(super) fn in_range(value: u64, min: u64, max: u64) -> Result<u64, String> {
     if (min..=max).contains(&value) { Ok(value) } else { Err(format!("{value} is out of range ({min} to {max})")) }
 }

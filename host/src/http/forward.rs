@@ -58,7 +58,12 @@ pub(super) async fn forward(
     log: &mut RequestLog,
 ) -> Response<ProxyBody> {
     log.backend = Some(to.backend.to_string());
-    let Some(backend) = stage.snapshot.backends.get(&to.backend) else {
+    // A tenant's decision names a backend of its own namespace (checked in `tenant::http::decide`).
+    let backend = match &log.tenant {
+        Some(tenant) => tenant.backend(&to.backend),
+        None => stage.snapshot.backends.get(&to.backend),
+    };
+    let Some(backend) = backend else {
         log.detail = Some(format!("the route plugin chose an unknown backend `{}`", to.backend));
         return error_response(StatusCode::BAD_GATEWAY, "no such backend");
     };

@@ -62,6 +62,8 @@ pub struct HttpStage {
     pub tasks: TaskTracker,
     pub close_all: CancellationToken,
     pub requests: AtomicU64,
+    /// The tenants this connection counts against (their `max-connections` quota).
+    pub tenant_conn: crate::tenant::quota::ConnSlot,
 }
 
 /// What the access log says about one request.
@@ -75,6 +77,8 @@ struct RequestLog {
     backend_metrics: Option<Arc<BackendMetrics>>,
     /// Which version of an experiment decided (`Router::attribution`).
     experiment: Option<bool>,
+    /// The tenant that owns the request's name, on a tenant listener.
+    tenant: Option<Arc<crate::tenant::Tenant>>,
 }
 
 impl RequestLog {
@@ -102,6 +106,9 @@ async fn handle(stage: &HttpStage, mut request: Request<Incoming>) -> Response<P
     if let Some(backend) = &log.backend_metrics {
         backend.request(response.status());
     }
+    if stage.plan.tenants.is_some() {
+        crate::tenant::http::count(log.tenant.as_deref(), response.status(), duration);
+    }
     response.headers_mut().insert(request_id::HEADER, request_id.clone());
     let Some(head) = head else { return response };
     let served = Served {
@@ -112,6 +119,7 @@ async fn handle(stage: &HttpStage, mut request: Request<Incoming>) -> Response<P
         backend: log.backend.as_deref(),
         server: log.server.as_deref(),
         detail: log.detail.as_deref(),
+        tenant: log.tenant.as_ref().map(|tenant| tenant.name()),
     };
     access_log.request(&head, &stage.facts, &request_id, served);
     response
@@ -151,8 +159,28 @@ fn decide<B>(
         log.detail = Some(e.to_string());
         return Err(error_response(StatusCode::BAD_REQUEST, &e.to_string()));
     }
+    // Tenants (docs/TENANTS.md): the owner of the name routes, in its own namespace, within its quotas.
+    if let Some(set) = &stage.plan.tenants {
+        match crate::tenant::http::dispatch(stage, set, request) {
+            Ok(tenant) => log.tenant = tenant,
+            Err(refused) => {
+                (log.detail, log.tenant) = (Some(refused.detail), refused.tenant);
+                return Err(refused.response);
+            }
+        }
+    }
     let route_request = headers::route_request(request);
-    let decision = match stage.router.pick(&stage.facts, &route_request) {
+    let picked = match &log.tenant {
+        Some(tenant) => match crate::tenant::http::decide(tenant, &stage.facts, &route_request) {
+            Ok(decision) => Ok(decision),
+            Err(detail) => {
+                log.detail = Some(detail);
+                return Err(error_response(StatusCode::BAD_GATEWAY, "routing failed for this site"));
+            }
+        },
+        None => stage.router.pick(&stage.facts, &route_request),
+    };
+    let decision = match picked {
         Ok(decision) => decision,
         Err(e) => {
             tracing::warn!(plugin = %stage.router.name(), reason = e.label(), "route plugin failed: {e}");

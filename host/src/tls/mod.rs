@@ -49,6 +49,12 @@ pub enum CertError {
     NoNames { file: String },
 }
 
+/// Certificates consulted by SNI before the listener's own (the listener's
+/// tenants, see [`crate::tenant`]).
+pub trait CertSource: Send + Sync + std::fmt::Debug {
+    fn certificate(&self, server_name: &str) -> Option<Arc<CertifiedKey>>;
+}
+
 /// A listener's TLS setup: the acceptor and its handshake deadline.
 #[derive(Clone)]
 pub struct Terminator {
@@ -63,9 +69,11 @@ impl Terminator {
         certificates: &[CertificateConfig],
         acme: Option<&AcmeConfig>,
         handshake_timeout: Duration,
+        front: Option<Arc<dyn CertSource>>,
     ) -> Result<Terminator, CertError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut resolver = SniResolver { acme_names: acme.map(|acme| acme.names.clone()), ..SniResolver::default() };
+        let mut resolver =
+            SniResolver { acme_names: acme.map(|acme| acme.names.clone()), front, ..SniResolver::default() };
         for (i, certificate) in certificates.iter().enumerate() {
             let (key, names) = load_certified_key(certificate, &provider)?;
             let key = Arc::new(key);
@@ -129,12 +137,19 @@ struct SniResolver {
     default: Option<Arc<CertifiedKey>>,
     /// Names whose certificates come from ACME (checked first).
     acme_names: Option<Vec<String>>,
+    /// Checked next: the tenants' certificates.
+    front: Option<Arc<dyn CertSource>>,
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: RustlsHello<'_>) -> Option<Arc<CertifiedKey>> {
         if let Some(names) = &self.acme_names
             && let Some(key) = crate::acme::resolve(&hello, names)
+        {
+            return Some(key);
+        }
+        if let (Some(front), Some(name)) = (&self.front, hello.server_name())
+            && let Some(key) = front.certificate(name)
         {
             return Some(key);
         }
@@ -150,7 +165,7 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// Read, parse and check one certificate and its key; returns the names it answers for.
-fn load_certified_key(
+pub(crate) fn load_certified_key(
     certificate: &CertificateConfig,
     provider: &CryptoProvider,
 ) -> Result<(CertifiedKey, Vec<String>), CertError> {

@@ -65,7 +65,12 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     log: &mut RequestLog,
 ) -> Result<Answered, Response<ProxyBody>> {
     log.backend = Some(to.backend.to_string());
-    let Some(backend) = stage.snapshot.backends.get(&to.backend) else {
+    // A tenant's decision names a backend of its own namespace (checked in `tenant::http::decide`).
+    let backend = match &log.tenant {
+        Some(tenant) => tenant.backend(&to.backend),
+        None => stage.snapshot.backends.get(&to.backend),
+    };
+    let Some(backend) = backend else {
         log.detail = Some(format!("the route plugin chose an unknown backend `{}`", to.backend));
         return Err(error_response(StatusCode::BAD_GATEWAY, "no such backend"));
     };

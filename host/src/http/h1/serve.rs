@@ -151,6 +151,9 @@ where
             let keep = !close && body == Body::None;
             stage.plan.http.response(response.status(), duration);
             log.responded(stage.router.as_ref(), response.status());
+            if stage.plan.tenants.is_some() {
+                crate::tenant::http::count(log.tenant.as_deref(), response.status(), duration);
+            }
             if let Some(backend) = &log.backend_metrics {
                 backend.request(response.status());
             }
@@ -172,6 +175,9 @@ where
     let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
     stage.plan.http.response(status, duration);
     log.responded(stage.router.as_ref(), status);
+    if stage.plan.tenants.is_some() {
+        crate::tenant::http::count(log.tenant.as_deref(), status, duration);
+    }
     backend_ref.metrics().request(status);
     if let Some(access) = &access {
         let bytes = match head.body {
@@ -225,6 +231,7 @@ fn served<'a>(
         backend: log.backend.as_deref(),
         server: log.server.as_deref(),
         detail: log.detail.as_deref(),
+        tenant: log.tenant.as_ref().map(|tenant| tenant.name()),
     }
 }
 

@@ -53,6 +53,31 @@ const POOL_INSTANCES: u32 = 512;
 /// avoids the syscall, the TLB flush and a page fault per page on the next
 /// instance. At most this much stays resident per used slot.
 const KEEP_RESIDENT: usize = 1 << 20;
+/// Idle instances kept warm across all plugins. Calls are synchronous, so at
+/// most one instance per worker thread is in use besides these: however
+/// many plugins are loaded (a thousand tenants each have their own), the
+/// pool's [`POOL_INSTANCES`] slots never run out. Beyond it, an instance is
+/// dropped after its call instead of kept warm.
+const MAX_IDLE_TOTAL: usize = POOL_INSTANCES as usize / 2;
+
+/// One of the [`MAX_IDLE_TOTAL`] places, held by an idle instance.
+struct IdleSlot;
+
+static IDLE_TOTAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl IdleSlot {
+    fn take() -> Option<IdleSlot> {
+        use std::sync::atomic::Ordering::Relaxed;
+        IDLE_TOTAL.fetch_update(Relaxed, Relaxed, |n| (n < MAX_IDLE_TOTAL).then_some(n + 1)).ok().map(|_| IdleSlot)
+    }
+}
+
+impl Drop for IdleSlot {
+    fn drop(&mut self) {
+        IDLE_TOTAL.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Compiled components kept for reuse.
 const MAX_CACHED_COMPONENTS: usize = 64;
 
@@ -189,7 +214,11 @@ impl Runtime {
         loaded.manifest = manifest;
         let manifest = &loaded.manifest;
         instance.call(|bindings: &W, store| bindings.probe(store, manifest)).map_err(LoadError::Probe)?;
-        loaded.checkin(instance);
+        // Kept warm for the first decision, unless loaded plugins already hold half the
+        // idle places: the rest stay for instances that serve decisions.
+        if IDLE_TOTAL.load(std::sync::atomic::Ordering::Relaxed) < MAX_IDLE_TOTAL / 2 {
+            loaded.checkin(instance);
+        }
         Ok(loaded)
     }
 }
@@ -265,7 +294,8 @@ impl<W: World> Loaded<W> {
         store.data().flush_output();
         let error = match result {
             Ok(Ok(manifest)) => {
-                let instance = Instance { store, bindings, cpu_budget: self.limits.cpu_budget, calls: 0 };
+                let instance =
+                    Instance { store, bindings, cpu_budget: self.limits.cpu_budget, calls: 0, idle_slot: None };
                 return Ok((instance, manifest));
             }
             Ok(Err(message)) => PluginError::Init(message),
@@ -278,7 +308,7 @@ impl<W: World> Loaded<W> {
     /// share of calls or its memory nears the cap: a fresh instance then
     /// starts with the plugin's initial memory, before a slow leak can make
     /// a call fail.
-    fn checkin(&self, instance: Instance<W>) {
+    fn checkin(&self, mut instance: Instance<W>) {
         let retire = if instance.calls >= self.limits.max_instance_calls {
             Some("calls")
         } else if instance.store.data().largest_memory > self.limits.memory_limit / 4 * 3 {
@@ -292,7 +322,10 @@ impl<W: World> Loaded<W> {
             return;
         }
         let mut idle = self.idle.lock().expect("idle pool lock");
-        if idle.len() < MAX_IDLE_INSTANCES {
+        if idle.len() < MAX_IDLE_INSTANCES
+            && let Some(slot) = IdleSlot::take()
+        {
+            instance.idle_slot = Some(slot);
             idle.push(instance);
         }
     }
@@ -335,7 +368,10 @@ impl<W: World> Loaded<W> {
     ) -> Result<T, PluginError> {
         let warm = self.idle.lock().expect("idle pool lock").pop();
         let mut instance = match warm {
-            Some(instance) => instance,
+            Some(mut instance) => {
+                instance.idle_slot = None;
+                instance
+            }
             None => self.start()?.0,
         };
         let result = instance.call(f)?;
@@ -357,6 +393,8 @@ struct Instance<W> {
     cpu_budget: u64,
     /// Calls served, for retiring it.
     calls: u64,
+    /// Held while it waits in the idle pool.
+    idle_slot: Option<IdleSlot>,
 }
 
 impl<W> Instance<W> {
