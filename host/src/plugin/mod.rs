@@ -4,6 +4,7 @@
 //! the plain types here; [`wasm`] implements it over wasmtime. Tests of the
 //! stages can use small fakes.
 
+pub mod scaffold;
 pub mod try_out;
 pub mod wasm;
 
