@@ -128,6 +128,48 @@ fn python_projects_build_outside_the_repository() {
     }
 }
 
+#[test]
+fn rust_projects_build_outside_the_repository() {
+    // The toolchain this repository pins (rust-toolchain.toml), which has the
+    // wasm32-wasip2 target; outside the repository rustup would pick its default.
+    let pinned = std::fs::read_to_string(repo_root().join("rust-toolchain.toml")).unwrap();
+    let channel = pinned
+        .lines()
+        .find_map(|line| line.strip_prefix("channel = "))
+        .map(|quoted| quoted.trim_matches('"').to_string())
+        .expect("rust-toolchain.toml names a channel");
+    // Kept between runs: the SDK's dependencies build once.
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-new-rust");
+    let cargo = |dir: &Path| {
+        let mut command = Command::new("cargo");
+        command.current_dir(dir).env("RUSTUP_TOOLCHAIN", &channel).env("CARGO_TARGET_DIR", &target);
+        command
+    };
+    let scratch = Scratch::new("rust");
+    for world in ["sniffer", "router"] {
+        let name = format!("rs-{world}");
+        let dir = new_project(&scratch, &name, "rust", world);
+        // Offline: the SDK's dependencies are the in-tree plugins' and already
+        // in the cargo cache.
+        run(cargo(&dir).args(["test", "--offline"]));
+        if world == "router" {
+            let wasm = dir.join(format!("{name}.wasm"));
+            run(Command::new(dir.join("build.sh"))
+                .arg(&wasm)
+                .arg("--offline")
+                .current_dir(&dir)
+                .env("RUSTUP_TOOLCHAIN", &channel)
+                .env("CARGO_TARGET_DIR", &target));
+            let out = plugin_test(&dir, &name, &["--request", "GET /hello"]);
+            assert!(out.starts_with("decision: respond 200\n"), "{out}");
+            assert!(out.contains("log: [info] rs-router ready\n"), "the init log line, under the decision: {out}");
+            assert!(out.contains("log: [stdout] hello from rs-router, 127.0.0.1:50000"), "println!: {out}");
+            let out = plugin_test(&dir, &name, &["--request", "GET /", "--header", "x-beta: 1"]);
+            assert!(out.starts_with("decision: forward to backend `beta`\n"), "{out}");
+        }
+    }
+}
+
 /// A config with the built-in route plugin, routing everything to `api`.
 const CONFIG: &str = r#"
 [[listeners]]
