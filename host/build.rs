@@ -13,7 +13,7 @@ use std::process::{Command, exit};
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// Components embedded in the binary and used by the tests.
-const PLUGINS: &[&str] = &["sniff", "path", "misbehave", "leak", "wasi_guest"];
+const PLUGINS: &[&str] = &["sniff", "path", "misbehave", "leak", "wasi_guest", "declare"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -22,7 +22,7 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
 
     for watched in
-        ["plugins/Cargo.toml", "plugins/Cargo.lock", "plugins/sniff", "plugins/path", "plugins/testing", "wit"]
+        ["plugins/Cargo.toml", "plugins/Cargo.lock", "plugins/sdk", "plugins/sniff", "plugins/path", "plugins/testing", "wit"]
     {
         println!("cargo::rerun-if-changed={}", repo.join(watched).display());
     }

@@ -59,6 +59,9 @@ pub enum BuildError {
     Load { plugin: PluginName, source_desc: String, error: LoadError },
     #[error(transparent)]
     AccessLog(#[from] OpenError),
+    /// A plugin declared a backend the config does not have.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl Snapshot {
@@ -85,6 +88,7 @@ impl Snapshot {
                 routers.insert(route.clone(), router);
             }
         }
+        check_declared_backends(config, &sniffers, &routers)?;
         for name in config.plugins.keys().filter(|name| !sniffers.contains_key(*name) && !routers.contains_key(*name)) {
             tracing::warn!(plugin = %name, "plugin is configured but no listener uses it");
         }
@@ -153,4 +157,26 @@ fn read_plugin_bytes(plugin: &PluginConfig) -> Result<(Vec<u8>, String), BuildEr
 
 fn load_error(plugin: &PluginConfig, source_desc: String, error: LoadError) -> BuildError {
     BuildError::Load { plugin: plugin.name.clone(), source_desc, error }
+}
+
+/// Every backend a loaded plugin declared at `init` must be in the config;
+/// all unknown ones are reported at once, against the config file.
+fn check_declared_backends(
+    config: &Config,
+    sniffers: &HashMap<PluginName, Arc<dyn Sniffer>>,
+    routers: &HashMap<PluginName, Arc<dyn Router>>,
+) -> Result<(), BuildError> {
+    use crate::plugin::declared;
+    let mut plugins: Vec<_> = sniffers
+        .iter()
+        .map(|(name, plugin)| (name, plugin.manifest()))
+        .chain(routers.iter().map(|(name, plugin)| (name, plugin.manifest())))
+        .collect();
+    plugins.sort_by(|a, b| a.0.cmp(b.0));
+    let known = declared::list(config.backends.keys());
+    let problems = declared::unknown_backends(plugins, |backend| config.backends.contains_key(backend), &known);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(crate::config::ConfigError { file: config.source.clone(), problems }.into())
 }

@@ -141,6 +141,7 @@ mod tests {
             local_addr: "127.0.0.1:80".parse().unwrap(),
             tls: None,
             hello: None,
+            tenant: None,
         }
     }
 

@@ -4,7 +4,9 @@
 //! the plain types here; [`wasm`] implements it over wasmtime. Tests of the
 //! stages can use small fakes.
 
+pub mod declared;
 pub mod scaffold;
+mod scaffold_rust;
 pub mod try_out;
 pub mod wasm;
 
@@ -21,6 +23,9 @@ pub struct ConnFacts {
     pub tls: Option<TlsFacts>,
     /// The ClientHello at the start of a not-yet-terminated stream, once complete.
     pub hello: Option<ClientHello>,
+    /// The tenant that owns the connection's server name, when the listener
+    /// hosts tenants; None otherwise.
+    pub tenant: Option<String>,
 }
 
 impl ConnFacts {
@@ -33,6 +38,47 @@ impl ConnFacts {
             local_addr: unspecified,
             tls: None,
             hello: None,
+            tenant: None,
+        }
+    }
+}
+
+/// What a plugin declared at `init` (the `manifest` of sluice:plugin@0.2.0).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Manifest {
+    /// Every backend the plugin's decisions can name; None for a 0.1.0
+    /// component (not declared: unchecked).
+    pub backends: Option<Vec<BackendName>>,
+    /// The request headers a route plugin reads.
+    pub headers: HeaderInterest,
+}
+
+impl Manifest {
+    /// What a 0.1.0 component gets: no backend list, every header.
+    pub const UNDECLARED: Manifest = Manifest { backends: None, headers: HeaderInterest::All };
+
+    /// Whether a decision may name `backend`: declared, or nothing declared at all.
+    pub fn allows(&self, backend: &BackendName) -> bool {
+        self.backends.as_ref().is_none_or(|declared| declared.contains(backend))
+    }
+}
+
+/// Which request headers a route plugin reads, so the host lowers only those.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum HeaderInterest {
+    /// Every header (0.1.0 components, or a plugin that asks for all).
+    #[default]
+    All,
+    /// Only these lower-case names; empty: no header at all.
+    Only(Vec<String>),
+}
+
+impl HeaderInterest {
+    /// Whether the plugin reads the header `name` (lower-case).
+    pub fn wants(&self, name: &str) -> bool {
+        match self {
+            HeaderInterest::All => true,
+            HeaderInterest::Only(names) => names.iter().any(|wanted| wanted == name),
         }
     }
 }
@@ -86,6 +132,9 @@ pub enum PluginError {
     Init(String),
     #[error("called `exit` (status {0}) instead of returning a decision")]
     Exit(i32),
+    /// A decision named a backend the plugin's manifest did not declare.
+    #[error("named backend `{0}`, which it did not declare at `init`")]
+    UndeclaredBackend(String),
 }
 
 impl PluginError {
@@ -97,6 +146,7 @@ impl PluginError {
             PluginError::Start(_) => "start",
             PluginError::Init(_) => "init",
             PluginError::Exit(_) => "exit",
+            PluginError::UndeclaredBackend(_) => "undeclared-backend",
         }
     }
 }
@@ -155,7 +205,15 @@ pub trait Router: Send + Sync {
     /// The SHA-256 of the loaded component, hex.
     fn version(&self) -> &str;
 
-    /// Decide where one request goes. Synchronous and bounded by the plugin's CPU budget.
+    /// What the plugin declared at `init`. Fakes may keep the default
+    /// (nothing declared: any backend, every header).
+    fn manifest(&self) -> &Manifest {
+        &Manifest::UNDECLARED
+    }
+
+    /// Decide where one request goes. Synchronous and bounded by the plugin's
+    /// CPU budget. Only the headers the manifest names reach the plugin; a
+    /// decision naming an undeclared backend is [`PluginError::UndeclaredBackend`].
     fn pick(&self, conn: &ConnFacts, request: &RouteRequest) -> Result<RouteDecision, PluginError>;
 }
 
@@ -166,6 +224,12 @@ pub trait Sniffer: Send + Sync {
 
     /// The SHA-256 of the loaded component, hex.
     fn version(&self) -> &str;
+
+    /// What the plugin declared at `init`. Fakes may keep the default
+    /// (nothing declared: any backend).
+    fn manifest(&self) -> &Manifest {
+        &Manifest::UNDECLARED
+    }
 
     /// Classify `head`, every byte read so far; `complete` means no more
     /// bytes will be offered. Runs synchronously: calls are bounded by the

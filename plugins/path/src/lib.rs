@@ -131,58 +131,51 @@ pub fn init(settings_json: &str) -> Result<Router, String> {
     Router::new(settings).map_err(|e| format!("path plugin settings: {e}"))
 }
 
-#[cfg(target_arch = "wasm32")]
-mod component {
-    use super::{Decision, Router};
-    use std::sync::OnceLock;
+/// The plugin as the SDK runs it: the compiled rules.
+pub struct PathPlugin(pub Router);
 
-    wit_bindgen::generate!({ world: "router", path: "../../wit" });
+impl sluice_plugin::Router for PathPlugin {
+    type Settings = Settings;
+    const NAME: &'static str = "path plugin";
 
-    use exports::sluice::plugin::route::{self, Forward, Header, Request, Response};
-    use exports::sluice::plugin::setup;
+    fn init(settings: Settings) -> Result<Self, String> {
+        Router::new(settings).map(PathPlugin).map_err(|e| format!("path plugin settings: {e}"))
+    }
 
-    static ROUTER: OnceLock<Router> = OnceLock::new();
+    /// The backends of its rules and `default-backend`; the headers its
+    /// rules match on and take affinity keys from (`cookie` for cookies).
+    fn manifest(&self) -> sluice_plugin::Manifest {
+        sluice_plugin::Manifest::new().backends(self.0.backends()).headers(self.0.headers_read())
+    }
 
-    struct Plugin;
-
-    impl setup::Guest for Plugin {
-        fn init(settings: String) -> Result<(), String> {
-            let router = super::init(&settings)?;
-            let _ = ROUTER.set(router);
-            Ok(())
+    fn pick(&self, req: &sluice_plugin::Request) -> sluice_plugin::Decision {
+        let request_headers: Vec<(&str, &[u8])> =
+            req.headers.iter().map(|h| (h.name.as_str(), h.value.as_slice())).collect();
+        let request = Request {
+            method: &req.method,
+            path: &req.path,
+            authority: req.authority.as_deref(),
+            headers: &request_headers,
+            client_addr: &req.conn.client_addr,
+        };
+        let headers = |list: Vec<Header>| -> Vec<sluice_plugin::Header> {
+            list.into_iter().map(|(name, value)| sluice_plugin::Header { name, value }).collect()
+        };
+        match self.0.pick(&request) {
+            Decision::Forward(f) => sluice_plugin::Decision::Forward(sluice_plugin::Forward {
+                backend: f.backend,
+                affinity: f.affinity,
+                set_headers: headers(f.set_headers),
+                remove_headers: f.remove_headers,
+                rewrite_path: f.rewrite_path,
+            }),
+            Decision::Respond(r) => sluice_plugin::Decision::Respond(sluice_plugin::Response {
+                status: r.status,
+                headers: headers(r.headers),
+                body: r.body,
+            }),
         }
     }
-
-    fn headers(list: Vec<super::Header>) -> Vec<Header> {
-        list.into_iter().map(|(name, value)| Header { name, value }).collect()
-    }
-
-    impl route::Guest for Plugin {
-        fn pick(req: Request) -> route::Decision {
-            let router = ROUTER.get_or_init(Router::default);
-            let request_headers: Vec<(&str, &[u8])> =
-                req.headers.iter().map(|h| (h.name.as_str(), h.value.as_slice())).collect();
-            let request = super::Request {
-                method: &req.method,
-                path: &req.path,
-                authority: req.authority.as_deref(),
-                headers: &request_headers,
-                client_addr: &req.conn.client_addr,
-            };
-            match router.pick(&request) {
-                Decision::Forward(f) => route::Decision::Forward(Forward {
-                    backend: f.backend,
-                    affinity: f.affinity,
-                    set_headers: headers(f.set_headers),
-                    remove_headers: f.remove_headers,
-                    rewrite_path: f.rewrite_path,
-                }),
-                Decision::Respond(r) => {
-                    route::Decision::Respond(Response { status: r.status, headers: headers(r.headers), body: r.body })
-                }
-            }
-        }
-    }
-
-    export!(Plugin);
 }
+
+sluice_plugin::export_router!(PathPlugin);

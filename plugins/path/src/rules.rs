@@ -144,6 +144,40 @@ impl Router {
         Ok(Self { rules, fallback })
     }
 
+    /// Every backend a decision can name: each rule's and `default-backend`.
+    pub fn backends(&self) -> Vec<String> {
+        let mut backends: Vec<String> = Vec::new();
+        for action in self.rules.iter().map(|rule| &rule.action).chain([&self.fallback]) {
+            if let Action::Forward { template, .. } = action
+                && !backends.contains(&template.backend)
+            {
+                backends.push(template.backend.clone());
+            }
+        }
+        backends
+    }
+
+    /// Every request header a rule reads: the headers it matches on, and the
+    /// header or cookie it takes an affinity key from (lower-case).
+    pub fn headers_read(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        let mut add = |name: &str| {
+            let name = name.to_ascii_lowercase();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        };
+        for rule in &self.rules {
+            rule.headers.iter().for_each(|(name, _)| add(name));
+            match &rule.action {
+                Action::Forward { affinity: Some(AffinitySettings::Header(name)), .. } => add(name),
+                Action::Forward { affinity: Some(AffinitySettings::Cookie(_)), .. } => add("cookie"),
+                _ => {}
+            }
+        }
+        names
+    }
+
     /// Decide `req`: the first matching rule's action, else the fallback.
     pub fn pick(&self, req: &Request) -> Decision {
         let action = self.rules.iter().find(|rule| rule.matches(req)).map_or(&self.fallback, |rule| &rule.action);

@@ -112,43 +112,41 @@ pub fn decide(settings: &Settings, head: &[u8], complete: bool, hello: Option<He
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-mod component {
-    use super::{Decision, Settings};
-    use std::sync::OnceLock;
-
-    wit_bindgen::generate!({ world: "sniffer", path: "../../wit" });
-
-    use exports::sluice::plugin::setup;
-    use exports::sluice::plugin::sniff::{self, Connection, Reply, Verdict};
-
-    static SETTINGS: OnceLock<Settings> = OnceLock::new();
-
-    struct Plugin;
-
-    impl setup::Guest for Plugin {
-        fn init(settings: String) -> Result<(), String> {
-            let parsed: Settings =
-                serde_json::from_str(&settings).map_err(|e| format!("sniff plugin settings: {e}"))?;
-            let _ = SETTINGS.set(parsed);
-            Ok(())
-        }
+impl Settings {
+    /// Every backend a verdict can name, for the manifest.
+    pub fn backends(&self) -> Vec<&str> {
+        let named = [&self.tls_backend, &self.http_backend, &self.other_backend];
+        named.into_iter().flatten().chain(self.tls_passthrough.values()).map(String::as_str).collect()
     }
-
-    impl sniff::Guest for Plugin {
-        fn classify(conn: Connection, head: Vec<u8>, complete: bool) -> Verdict {
-            let settings = SETTINGS.get_or_init(Settings::default);
-            let hello = conn.hello.as_ref().map(|h| super::Hello { server_name: h.server_name.as_deref() });
-            match super::decide(settings, &head, complete, hello) {
-                Decision::NeedMore => Verdict::NeedMore,
-                Decision::TerminateTls => Verdict::TerminateTls,
-                Decision::Http => Verdict::Http,
-                Decision::ForwardDefault => Verdict::ForwardDefault,
-                Decision::Forward(name) => Verdict::Forward(name),
-                Decision::Reply(data) => Verdict::Reply(Reply { data, then_close: true }),
-            }
-        }
-    }
-
-    export!(Plugin);
 }
+
+/// The plugin as the SDK runs it.
+pub struct SniffPlugin(pub Settings);
+
+impl sluice_plugin::Sniffer for SniffPlugin {
+    type Settings = Settings;
+    const NAME: &'static str = "sniff plugin";
+
+    fn init(settings: Settings) -> Result<Self, String> {
+        Ok(SniffPlugin(settings))
+    }
+
+    fn manifest(&self) -> sluice_plugin::Manifest {
+        sluice_plugin::Manifest::new().backends(self.0.backends())
+    }
+
+    fn classify(&self, conn: &sluice_plugin::Conn, head: &[u8], complete: bool) -> sluice_plugin::Verdict {
+        use sluice_plugin::Verdict;
+        let hello = conn.hello.as_ref().map(|h| Hello { server_name: h.server_name.as_deref() });
+        match decide(&self.0, head, complete, hello) {
+            Decision::NeedMore => Verdict::NeedMore,
+            Decision::TerminateTls => Verdict::TerminateTls,
+            Decision::Http => Verdict::Http,
+            Decision::ForwardDefault => Verdict::ForwardDefault,
+            Decision::Forward(name) => Verdict::Forward(name),
+            Decision::Reply(data) => Verdict::Reply { data, then_close: true },
+        }
+    }
+}
+
+sluice_plugin::export_sniffer!(SniffPlugin);

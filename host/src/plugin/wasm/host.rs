@@ -1,5 +1,6 @@
-//! The generated bindings for both worlds, and what the host provides to
-//! every instance: its log import, its memory cap and its virtual WASI.
+//! The generated bindings for both worlds of both contract versions (0.2.0
+//! from `wit/`, 0.1.0 from `wit/deps-0.1.0/`), and what the host provides
+//! to every instance: its log import, its memory cap and its virtual WASI.
 
 use super::output::{self, PluginLog, Source};
 use super::wasi::Wasi;
@@ -26,6 +27,28 @@ pub mod router_world {
 }
 
 pub use sniffer_world::sluice::plugin::types as wit;
+
+/// The bindings of `sluice:plugin@0.1.0`, for components built against it.
+pub mod v0_1 {
+    /// The `sniffer` world of 0.1.0.
+    pub mod sniffer_world {
+        wasmtime::component::bindgen!({ world: "sniffer", path: "../wit/deps-0.1.0" });
+    }
+
+    /// The `router` world of 0.1.0.
+    pub mod router_world {
+        wasmtime::component::bindgen!({
+            world: "router",
+            path: "../wit/deps-0.1.0",
+            with: {
+                "sluice:plugin/types": super::sniffer_world::sluice::plugin::types,
+                "sluice:plugin/host": super::sniffer_world::sluice::plugin::host,
+            },
+        });
+    }
+
+    pub use sniffer_world::sluice::plugin::types as wit;
+}
 
 /// Per-instance host state: where the plugin's log lines go, its memory cap
 /// and the virtual WASI it sees.
@@ -77,6 +100,12 @@ impl wasmtime::ResourceLimiter for HostState {
     }
 }
 
+impl HostState {
+    fn log_line(&self, level: tracing::Level, message: &str) {
+        self.log.line(Source::Log(level), output::truncate(message));
+    }
+}
+
 impl wit::Host for HostState {}
 
 impl sniffer_world::sluice::plugin::host::Host for HostState {
@@ -88,6 +117,22 @@ impl sniffer_world::sluice::plugin::host::Host for HostState {
             wit::LogLevel::Warn => tracing::Level::WARN,
             wit::LogLevel::Error => tracing::Level::ERROR,
         };
-        self.log.line(Source::Log(level), output::truncate(&message));
+        self.log_line(level, &message);
+    }
+}
+
+impl v0_1::wit::Host for HostState {}
+
+impl v0_1::sniffer_world::sluice::plugin::host::Host for HostState {
+    fn log(&mut self, level: v0_1::wit::LogLevel, message: String) {
+        use v0_1::wit::LogLevel;
+        let level = match level {
+            LogLevel::Trace => tracing::Level::TRACE,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Error => tracing::Level::ERROR,
+        };
+        self.log_line(level, &message);
     }
 }

@@ -16,18 +16,22 @@
 //!   network. A component importing anything else is refused at load.
 //!
 //! [`sniffer`] and [`router`] adapt the two worlds of the contract to the
-//! core's [`Sniffer`](super::Sniffer) and [`Router`](super::Router) traits.
+//! core's [`Sniffer`](super::Sniffer) and [`Router`](super::Router) traits;
+//! [`contract`] tells which version of the contract (0.2.0 or 0.1.0) a
+//! component was built against.
 
+pub mod contract;
 mod host;
 pub mod output;
 pub mod router;
 pub mod sniffer;
 pub mod wasi;
 
-use super::{ConnFacts, PluginError};
+use super::{ConnFacts, Manifest, PluginError};
+use contract::ContractVersion;
 use crate::config::{MAX_PLUGIN_MEMORY, PluginLimits};
 use crate::metrics;
-use crate::names::PluginName;
+use crate::names::{BackendName, PluginName};
 use host::HostState;
 use output::{LogTarget, PluginLog};
 use sha2::{Digest, Sha256};
@@ -59,8 +63,11 @@ pub enum LoadError {
     Compile(String),
     #[error("imports `{import}`, which sluice does not provide: {why}")]
     UnprovidedImport { import: String, why: &'static str },
-    #[error("does not fit the `{world}` world of sluice:plugin@0.1.0: {reason}")]
-    WrongWorld { world: &'static str, reason: String },
+    #[error("does not fit the `{world}` world of sluice:plugin@{version}: {reason}")]
+    WrongWorld { world: &'static str, version: &'static str, reason: String },
+    /// The component exports no version of the contract this host knows.
+    #[error("is not a sluice `{world}` plugin: {reason}")]
+    UnknownContract { world: &'static str, reason: String },
     #[error("refused its settings: {0}")]
     Init(String),
     /// `init` trapped, ran out of fuel or memory, or exited.
@@ -147,15 +154,21 @@ impl Runtime {
     ) -> Result<Loaded<W>, LoadError> {
         let digest: [u8; 32] = Sha256::digest(wasm).into();
         let component = self.compile(wasm, digest)?;
-        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld { world: W::NAME, reason: root_cause(&e) };
+        let version = ContractVersion::of(&component, &self.engine)
+            .map_err(|reason| LoadError::UnknownContract { world: W::NAME, reason })?;
+        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
+            world: W::NAME,
+            version: version.number(),
+            reason: root_cause(&e),
+        };
         wasi::check_imports(&component, &self.engine)
             .map_err(|e| LoadError::UnprovidedImport { import: e.import, why: e.why })?;
         let mut linker = Linker::<HostState>::new(&self.engine);
-        W::add_to_linker(&mut linker).map_err(wrong_world)?;
+        W::add_to_linker(&mut linker, version).map_err(wrong_world)?;
         wasi::add_to_linker(&mut linker).map_err(wrong_world)?;
         wasi::deny_network(&component, &self.engine, &mut linker).map_err(wrong_world)?;
         let pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
-        let pre = W::pre(pre).map_err(wrong_world)?;
+        let pre = W::pre(pre, version).map_err(wrong_world)?;
 
         let digest = digest.iter().map(|b| format!("{b:02x}")).collect();
         let labels = vec![("plugin", name.to_string()), ("world", W::NAME.to_string())];
@@ -163,13 +176,19 @@ impl Runtime {
         let engine = self.engine.clone();
         let log = Arc::new(PluginLog::new(name.clone(), self.log_target.clone()));
         let idle = Mutex::default();
-        let loaded = Loaded { name, digest, latency, engine, pre, settings_json, limits, log, idle };
-        let mut instance = loaded.start().map_err(|e| match e {
+        let manifest = Manifest::UNDECLARED;
+        let mut loaded = Loaded { name, digest, latency, engine, pre, settings_json, limits, log, idle, manifest };
+        let (mut instance, manifest) = loaded.start().map_err(|e| match e {
             StartError { error: PluginError::Init(message), .. } => LoadError::Init(message),
             StartError { in_init: true, error } => LoadError::InitFailed(error),
             StartError { in_init: false, error } => LoadError::Probe(error),
         })?;
-        instance.call(|bindings: &W, store| bindings.probe(store)).map_err(LoadError::Probe)?;
+        if version == ContractVersion::V0_1 {
+            contract::note_old_contract(&loaded.name, &loaded.digest);
+        }
+        loaded.manifest = manifest;
+        let manifest = &loaded.manifest;
+        instance.call(|bindings: &W, store| bindings.probe(store, manifest)).map_err(LoadError::Probe)?;
         loaded.checkin(instance);
         Ok(loaded)
     }
@@ -179,12 +198,13 @@ impl Runtime {
 trait World: Sized + Send + 'static {
     const NAME: &'static str;
     type Pre: Send + Sync;
-    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()>;
-    fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
+    fn add_to_linker(linker: &mut Linker<HostState>, version: ContractVersion) -> wasmtime::Result<()>;
+    fn pre(pre: InstancePre<HostState>, version: ContractVersion) -> wasmtime::Result<Self::Pre>;
     fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self>;
-    fn init(&self, store: &mut Store<HostState>, settings: &str) -> wasmtime::Result<Result<(), String>>;
+    /// `init`, with its answer as the host's [`Manifest`] (0.1.0: undeclared).
+    fn init(&self, store: &mut Store<HostState>, settings: &str) -> wasmtime::Result<Result<Manifest, String>>;
     /// A harmless call the plugin must answer at load time.
-    fn probe(&self, store: &mut Store<HostState>) -> wasmtime::Result<()>;
+    fn probe(&self, store: &mut Store<HostState>, manifest: &Manifest) -> wasmtime::Result<()>;
 }
 
 /// One compiled version of a plugin for world `W`, with its pool of warm
@@ -202,6 +222,8 @@ pub struct Loaded<W: World> {
     limits: PluginLimits,
     log: Arc<PluginLog>,
     idle: Mutex<Vec<Instance<W>>>,
+    /// What the first instance's `init` declared.
+    manifest: Manifest,
 }
 
 #[allow(private_bounds)]
@@ -216,8 +238,14 @@ impl<W: World> Loaded<W> {
         self.idle.lock().expect("idle pool lock").last().map(|instance| instance.store.data().largest_memory)
     }
 
-    /// Start a fresh instance and initialise it with the settings.
-    fn start(&self) -> Result<Instance<W>, StartError> {
+    /// What the plugin declared at `init`.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Start a fresh instance and initialise it with the settings; with the
+    /// manifest its `init` answered.
+    fn start(&self) -> Result<(Instance<W>, Manifest), StartError> {
         let instantiating = |error| StartError { in_init: false, error };
         let state = HostState::new(self.log.clone(), self.limits.memory_limit);
         let mut store = Store::new(&self.engine, state);
@@ -236,7 +264,10 @@ impl<W: World> Loaded<W> {
         let result = bindings.init(&mut store, &self.settings_json);
         store.data().flush_output();
         let error = match result {
-            Ok(Ok(())) => return Ok(Instance { store, bindings, cpu_budget: self.limits.cpu_budget, calls: 0 }),
+            Ok(Ok(manifest)) => {
+                let instance = Instance { store, bindings, cpu_budget: self.limits.cpu_budget, calls: 0 };
+                return Ok((instance, manifest));
+            }
             Ok(Err(message)) => PluginError::Init(message),
             Err(e) => call_failure(&store, &e),
         };
@@ -273,14 +304,29 @@ impl<W: World> Loaded<W> {
         let result = self.call_unmeasured(f);
         self.latency.observe(started.elapsed());
         if let Err(e) = &result {
-            let labels = vec![
-                ("plugin", self.name.to_string()),
-                ("world", W::NAME.to_string()),
-                ("reason", e.label().to_string()),
-            ];
-            metrics::count("sluice_plugin_failures_total", labels, 1);
+            self.count_failure(e);
         }
         result
+    }
+
+    /// Count a call that produced no decision, by reason.
+    fn count_failure(&self, error: &PluginError) {
+        let labels = vec![
+            ("plugin", self.name.to_string()),
+            ("world", W::NAME.to_string()),
+            ("reason", error.label().to_string()),
+        ];
+        metrics::count("sluice_plugin_failures_total", labels, 1);
+    }
+
+    /// A decision naming `backend`, refused unless the manifest declared it.
+    fn check_backend(&self, backend: &BackendName) -> Result<(), PluginError> {
+        if self.manifest.allows(backend) {
+            return Ok(());
+        }
+        let error = PluginError::UndeclaredBackend(backend.to_string());
+        self.count_failure(&error);
+        Err(error)
     }
 
     fn call_unmeasured<T>(
@@ -290,7 +336,7 @@ impl<W: World> Loaded<W> {
         let warm = self.idle.lock().expect("idle pool lock").pop();
         let mut instance = match warm {
             Some(instance) => instance,
-            None => self.start()?,
+            None => self.start()?.0,
         };
         let result = instance.call(f)?;
         self.checkin(instance);
@@ -300,7 +346,7 @@ impl<W: World> Loaded<W> {
     /// Run one call on a freshly started instance, as the first decision
     /// after a reload does. For benchmarks.
     fn call_cold<T>(&self, f: impl FnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<T>) -> Result<T, PluginError> {
-        self.start()?.call(f)
+        self.start()?.0.call(f)
     }
 }
 
@@ -355,9 +401,22 @@ fn root_cause(error: &wasmtime::Error) -> String {
     error.root_cause().to_string()
 }
 
+/// The host's manifest from what a 0.2.0 plugin declared: its backends, and
+/// the headers it reads (None: all).
+fn declared(backends: Vec<String>, headers: Option<Vec<String>>) -> Manifest {
+    Manifest {
+        backends: Some(backends.into_iter().map(BackendName::new).collect()),
+        headers: match headers {
+            None => super::HeaderInterest::All,
+            Some(names) => super::HeaderInterest::Only(names.into_iter().map(|n| n.to_ascii_lowercase()).collect()),
+        },
+    }
+}
+
 /// The `connection` record handed to plugins.
 fn wit_connection(conn: &ConnFacts) -> host::wit::Connection {
     host::wit::Connection {
+        tenant: conn.tenant.clone(),
         listener: conn.listener.to_string(),
         client_addr: conn.client_addr.to_string(),
         local_addr: conn.local_addr.to_string(),
@@ -369,5 +428,23 @@ fn wit_connection(conn: &ConnFacts) -> host::wit::Connection {
             .hello
             .as_ref()
             .map(|hello| host::wit::TlsHello { server_name: hello.server_name.clone(), alpn: hello.alpn.clone() }),
+    }
+}
+
+/// The `connection` record of sluice:plugin@0.1.0 (no tenant).
+fn wit_connection_v0_1(conn: &ConnFacts) -> host::v0_1::wit::Connection {
+    use host::v0_1::wit;
+    wit::Connection {
+        listener: conn.listener.to_string(),
+        client_addr: conn.client_addr.to_string(),
+        local_addr: conn.local_addr.to_string(),
+        tls: conn
+            .tls
+            .as_ref()
+            .map(|tls| wit::TlsInfo { server_name: tls.server_name.clone(), alpn: tls.alpn.clone() }),
+        hello: conn
+            .hello
+            .as_ref()
+            .map(|hello| wit::TlsHello { server_name: hello.server_name.clone(), alpn: hello.alpn.clone() }),
     }
 }

@@ -6,10 +6,14 @@
 //! that count, when the head is `COUNT`, and to the listener's default backend
 //! otherwise.
 //!
+//! Built against sluice:plugin@0.1.0 on purpose: it proves that old
+//! components keep loading (no manifest: every header, backends unchecked,
+//! which its `calls-N` answers rely on).
+//!
 //! Settings `{"init": "trap"}` make `init` trap, `{"init": "loop"}` make it
 //! loop until its CPU budget runs out.
 
-wit_bindgen::generate!({ world: "sniffer", path: "../../../wit" });
+wit_bindgen::generate!({ world: "sniffer", path: "../../../wit/deps-0.1.0" });
 
 use exports::sluice::plugin::setup;
 use exports::sluice::plugin::sniff::{self, Connection, Verdict};

@@ -10,26 +10,33 @@
 //!
 //! Settings `{"fail-init": true}` make `init` fail.
 
-wit_bindgen::generate!({ world: "sniffer", path: "../../../wit" });
-
-use exports::sluice::plugin::setup;
-use exports::sluice::plugin::sniff::{self, Connection, Verdict};
-use sluice::plugin::host::{self, LogLevel};
+use sluice_plugin::{Conn, Level, Manifest, Verdict};
 use std::hint::black_box;
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+struct Settings {
+    #[serde(default)]
+    fail_init: bool,
+}
 
 struct Plugin;
 
-impl setup::Guest for Plugin {
-    fn init(settings: String) -> Result<(), String> {
-        if settings.contains("\"fail-init\":true") {
+impl sluice_plugin::Sniffer for Plugin {
+    type Settings = Settings;
+
+    fn init(settings: Settings) -> Result<Self, String> {
+        if settings.fail_init {
             return Err("refusing to start: fail-init is set".to_string());
         }
-        Ok(())
+        Ok(Plugin)
     }
-}
 
-impl sniff::Guest for Plugin {
-    fn classify(_conn: Connection, head: Vec<u8>, _complete: bool) -> Verdict {
+    fn manifest(&self) -> Manifest {
+        Manifest::new()
+    }
+
+    fn classify(&self, _conn: &Conn, head: &[u8], _complete: bool) -> Verdict {
         if head.starts_with(b"TRAP") {
             core::arch::wasm32::unreachable();
         } else if head.starts_with(b"LOOP") {
@@ -52,9 +59,9 @@ impl sniff::Guest for Plugin {
         } else if head.is_empty() {
             return Verdict::NeedMore;
         }
-        host::log(LogLevel::Debug, "misbehave: behaving");
+        sluice_plugin::log(Level::Debug, "misbehave: behaving");
         Verdict::ForwardDefault
     }
 }
 
-export!(Plugin);
+sluice_plugin::export_sniffer!(Plugin);

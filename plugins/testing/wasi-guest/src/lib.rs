@@ -11,22 +11,23 @@
 //! - `NET`    tries to connect to 127.0.0.1:9;
 //! - anything else is forwarded to the listener's default backend.
 
-wit_bindgen::generate!({ world: "sniffer", path: "../../../wit" });
-
-use exports::sluice::plugin::setup;
-use exports::sluice::plugin::sniff::{self, Connection, Verdict};
+use sluice_plugin::{Conn, Manifest, Verdict};
 use std::io::Write;
 
 struct Plugin;
 
-impl setup::Guest for Plugin {
-    fn init(_settings: String) -> Result<(), String> {
-        Ok(())
-    }
-}
+impl sluice_plugin::Sniffer for Plugin {
+    type Settings = sluice_plugin::serde::de::IgnoredAny;
 
-impl sniff::Guest for Plugin {
-    fn classify(_conn: Connection, head: Vec<u8>, _complete: bool) -> Verdict {
+    fn init(_settings: Self::Settings) -> Result<Self, String> {
+        Ok(Plugin)
+    }
+
+    fn manifest(&self) -> Manifest {
+        Manifest::new()
+    }
+
+    fn classify(&self, _conn: &Conn, head: &[u8], _complete: bool) -> Verdict {
         if head.starts_with(b"PRINT") {
             println!("wasi-guest says hello on stdout");
             eprint!("wasi-guest says hello on stderr");
@@ -63,4 +64,4 @@ impl sniff::Guest for Plugin {
     }
 }
 
-export!(Plugin);
+sluice_plugin::export_sniffer!(Plugin);
