@@ -45,8 +45,6 @@ pub enum ScaffoldError {
     BadName(String),
     #[error("{0} already exists: choose another directory with --dir, or remove it")]
     Exists(PathBuf),
-    #[error("the Rust template is not in this build yet: use --lang js or --lang python")]
-    RustPending,
     #[error("writing {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
 }
@@ -114,9 +112,6 @@ pub fn check_name(name: &str) -> Result<(), ScaffoldError> {
 /// Returns the files written, in order.
 pub fn write(dir: &Path, name: &str, lang: Lang, world: World) -> Result<Vec<PathBuf>, ScaffoldError> {
     check_name(name)?;
-    if lang == Lang::Rust {
-        return Err(ScaffoldError::RustPending);
-    }
     if dir.symlink_metadata().is_ok() {
         return Err(ScaffoldError::Exists(dir.to_path_buf()));
     }
@@ -210,7 +205,7 @@ pub fn files(name: &str, lang: Lang, world: World) -> Vec<File> {
             ),
             file(".gitignore", include_str!("../../templates/python/gitignore")),
         ]),
-        Lang::Rust => {}
+        Lang::Rust => files.extend(super::scaffold_rust::files(&|t| vars.render(t), sniffer)),
     }
     files
 }
@@ -332,7 +327,7 @@ mod tests {
 
     #[test]
     fn every_placeholder_is_filled_and_the_wit_is_carried() {
-        for lang in [Lang::Js, Lang::Python] {
+        for lang in [Lang::Js, Lang::Python, Lang::Rust] {
             for world in [World::Sniffer, World::Router] {
                 let files = files("my-plugin", lang, world);
                 for file in &files {

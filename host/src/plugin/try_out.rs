@@ -4,7 +4,7 @@
 //! limits, as in the proxy.
 
 use super::wasm::{LoadError, Runtime};
-use super::{ConnFacts, PluginError, RouteDecision, RouteRequest, Router, Sniffer, Verdict};
+use super::{ConnFacts, HeaderInterest, Manifest, PluginError, RouteDecision, RouteRequest, Router, Sniffer, Verdict};
 use crate::config::PluginLimits;
 use crate::names::PluginName;
 use std::fmt::Write;
@@ -62,12 +62,12 @@ fn decide(
         Input::Head { bytes, complete } => {
             let plugin = runtime.load_sniffer(name, wasm, settings_json.to_string(), limits).map_err(describe_load)?;
             let verdict = plugin.classify(conn, bytes, *complete).map_err(describe_call)?;
-            Ok(describe_verdict(&verdict))
+            Ok(describe_verdict(&verdict) + &describe_manifest(plugin.manifest(), false))
         }
         Input::Request(request) => {
             let plugin = runtime.load_router(name, wasm, settings_json.to_string(), limits).map_err(describe_load)?;
             let decision = plugin.pick(conn, request).map_err(describe_call)?;
-            Ok(describe_decision(&decision))
+            Ok(describe_decision(&decision) + &describe_manifest(plugin.manifest(), true))
         }
     }
 }
@@ -141,6 +141,22 @@ pub fn parse_request(line: &str, headers: &[String]) -> Result<RouteRequest, Str
 /// An HTTP token (RFC 9110): a method or a header name.
 fn is_token(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// What the plugin declared at `init`: one line.
+fn describe_manifest(manifest: &Manifest, route: bool) -> String {
+    let Some(backends) = &manifest.backends else {
+        return "manifest: none (a sluice:plugin@0.1.0 component: backends unchecked, every header)\n".to_string();
+    };
+    let backends: Vec<&str> = backends.iter().map(|b| b.as_str()).collect();
+    let backends = if backends.is_empty() { "none".to_string() } else { backends.join(", ") };
+    let headers = match &manifest.headers {
+        _ if !route => String::new(),
+        HeaderInterest::All => "; reads every header".to_string(),
+        HeaderInterest::Only(names) if names.is_empty() => "; reads no header".to_string(),
+        HeaderInterest::Only(names) => format!("; reads headers {}", names.join(", ")),
+    };
+    format!("manifest: backends {backends}{headers}\n")
 }
 
 fn describe_verdict(verdict: &Verdict) -> String {
