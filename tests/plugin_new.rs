@@ -7,7 +7,9 @@
 //! (tests/lang_plugins.rs): the project's `node_modules` (JavaScript, from
 //! the same lockfile) and `.venv` (Python, from the same pinned
 //! requirements) are links to the examples' installs. Without them the
-//! tests skip with a message; with `CI=true` they fail instead.
+//! tests skip with a message; with `CI=true` they fail instead. The Rust
+//! project builds offline with the repository's pinned toolchain: its
+//! dependencies are the in-tree plugins', already in the cargo cache.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -71,8 +73,12 @@ fn new_project(scratch: &Scratch, name: &str, lang: &str, world: &str) -> PathBu
     // The project carries the contract and reaches nothing outside itself.
     let wit = std::fs::read_to_string(dir.join("wit/plugin.wit")).unwrap();
     assert_eq!(wit, std::fs::read_to_string(repo_root().join("wit/plugin.wit")).unwrap());
-    // Its sluice.toml is a valid config.
+    // Its sluice.toml is a valid config once the component is there (a
+    // stand-in here: the config only needs the file to exist).
+    let wasm = dir.join(format!("{name}.wasm"));
+    std::fs::write(&wasm, b"").unwrap();
     sluice::Config::load(&dir.join("sluice.toml")).unwrap_or_else(|e| panic!("{name}/sluice.toml: {e}"));
+    std::fs::remove_file(&wasm).unwrap();
     dir
 }
 
@@ -240,8 +246,11 @@ fn plugin_test_takes_settings_from_a_config_or_as_toml() {
             .args(extra));
         String::from_utf8(output.stdout).unwrap()
     };
-    assert_eq!(decide(&[]), "decision: forward to backend `api`\n");
-    assert_eq!(decide(&["--settings", "default-backend = \"web\""]), "decision: forward to backend `web`\n");
-    assert_eq!(decide(&["--settings-toml", "default-backend = \"toml\""]), "decision: forward to backend `toml`\n");
-    assert_eq!(decide(&["--settings", r#"{"default-backend": "json"}"#]), "decision: forward to backend `json`\n");
+    // The decision, then what the plugin declared.
+    let out = decide(&[]);
+    assert!(out.starts_with("decision: forward to backend `api`\nmanifest: backends api; reads "), "{out}");
+    let first_line = |out: String| out.lines().next().unwrap_or_default().to_string();
+    assert_eq!(first_line(decide(&["--settings", "default-backend = \"web\""])), "decision: forward to backend `web`");
+    assert_eq!(first_line(decide(&["--settings-toml", "default-backend = \"toml\""])), "decision: forward to backend `toml`");
+    assert_eq!(first_line(decide(&["--settings", r#"{"default-backend": "json"}"#])), "decision: forward to backend `json`");
 }
