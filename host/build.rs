@@ -21,9 +21,15 @@ fn main() {
     let plugins_dir = repo.join("plugins");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
 
-    for watched in
-        ["plugins/Cargo.toml", "plugins/Cargo.lock", "plugins/sdk", "plugins/sniff", "plugins/path", "plugins/testing", "wit"]
-    {
+    for watched in [
+        "plugins/Cargo.toml",
+        "plugins/Cargo.lock",
+        "plugins/sdk",
+        "plugins/sniff",
+        "plugins/path",
+        "plugins/testing",
+        "wit",
+    ] {
         println!("cargo::rerun-if-changed={}", repo.join(watched).display());
     }
 

@@ -156,7 +156,9 @@ fn check_refuses_a_plugin_that_can_route_to_an_unknown_backend() {
     // Every problem at once, each with the file, the plugin and the backend.
     assert!(stderr.contains("typo.toml: 2 problems"), "{stderr}");
     assert!(
-        stderr.contains("plugins.path.settings: plugin `path` can route to backend `wbe`, which is not defined (backends: `web`)"),
+        stderr.contains(
+            "plugins.path.settings: plugin `path` can route to backend `wbe`, which is not defined (backends: `web`)"
+        ),
         "{stderr}"
     );
     assert!(stderr.contains("plugins.sniff.settings: plugin `sniff` can route to backend `ssh`"), "{stderr}");
@@ -217,4 +219,20 @@ forward = "web"
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(common::http_backend::field(&String::from_utf8_lossy(&body), "x-unwanted"), Some("kept"));
     proxy.stop().await;
+}
+
+#[test]
+fn load_errors_name_the_contract_version() {
+    let runtime = Runtime::new().unwrap();
+    let load = |wasm: &[u8]| {
+        runtime.load_router(PluginName::new("x"), wasm, "{}".into(), PluginLimits::default()).err().expect("refused")
+    };
+    let err = load(sluice::builtin::component("sniff").unwrap());
+    assert!(err.to_string().starts_with("does not fit the `router` world of sluice:plugin@0.2.0: "), "{err}");
+    let newer = wat::parse_str(r#"(component (instance $i) (export "sluice:plugin/setup@0.3.0" (instance $i)))"#);
+    let err = load(&newer.unwrap());
+    assert_eq!(
+        err.to_string(),
+        "is not a sluice `router` plugin: it targets sluice:plugin@0.3.0; this sluice runs 0.2.0 (and still loads 0.1.0)"
+    );
 }

@@ -78,7 +78,14 @@ impl AcceptLoop {
             };
             let Ok(local_addr) = stream.local_addr() else { continue };
             let _ = stream.set_nodelay(true);
-            let facts = ConnFacts { listener: self.name.clone(), client_addr, local_addr, tls: None, hello: None, tenant: None };
+            let facts = ConnFacts {
+                listener: self.name.clone(),
+                client_addr,
+                local_addr,
+                tls: None,
+                hello: None,
+                tenant: None,
+            };
             let close_all = self.draining.close_all.clone();
             let spawner = Spawner { tasks: self.connections.clone(), close_all: close_all.clone() };
             let span = tracing::info_span!("conn", id = %ConnId::next(), listener = %self.name, client = %client_addr);

@@ -489,3 +489,41 @@ fn odd_requests_never_panic() {
     }
     assert_eq!(get("/ü/x").authority(Some("A.é.test")).header("x", "").forward(&r).rewrite_path.as_deref(), Some("/x"));
 }
+
+mod manifest {
+    use crate::PathPlugin;
+    use sluice_plugin::testing::{TestRouter, request};
+    use sluice_plugin::{Decision, HeaderInterest};
+
+    #[test]
+    fn declares_the_backends_and_headers_its_rules_use() {
+        let plugin = TestRouter::<PathPlugin>::new(
+            r#"{"default-backend": "web", "rules": [
+                {"headers": {"X-Canary": "1"}, "backend": "canary"},
+                {"path-prefix": "/io/", "backend": "io", "affinity": {"cookie": "sid"}},
+                {"path-prefix": "/api/", "backend": "web", "affinity": {"header": "X-User"}},
+                {"path-prefix": "/old", "respond": {"status": 301}}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(plugin.manifest().backends, ["canary", "io", "web"]);
+        assert_eq!(
+            plugin.manifest().headers,
+            HeaderInterest::Only(vec!["x-canary".into(), "cookie".into(), "x-user".into()])
+        );
+        // Routed under the host's rules: undeclared headers never reach the rules.
+        let decision = plugin.pick(request("GET", "/").header("x-canary", "1").header("x-other", "1")).unwrap();
+        assert!(matches!(decision, Decision::Forward(f) if f.backend == "canary"));
+        let decision = plugin.pick(request("GET", "/io/").header("cookie", "sid=abc")).unwrap();
+        assert!(matches!(decision, Decision::Forward(f) if f.affinity.as_deref() == Some("abc")));
+    }
+
+    #[test]
+    fn a_plugin_without_rules_reads_no_header_and_names_no_backend() {
+        let plugin = TestRouter::<PathPlugin>::new("{}").unwrap();
+        assert!(plugin.manifest().backends.is_empty());
+        assert_eq!(plugin.manifest().headers, HeaderInterest::Only(Vec::new()));
+        let err = TestRouter::<PathPlugin>::new(r#"{"default-backnd": "web"}"#).err().unwrap();
+        assert!(err.starts_with("path plugin settings: unknown field `default-backnd`"), "{err}");
+    }
+}

@@ -36,9 +36,9 @@ pub fn log(level: Level, message: &str) {
 pub struct RouterExport<P>(PhantomData<P>);
 
 mod router_glue {
-    use super::*;
     use super::router::exports::sluice::plugin::{route, setup};
     use super::router::sluice::plugin::types as wit;
+    use super::*;
 
     impl<P: crate::Router> setup::Guest for RouterExport<P> {
         fn init(settings: String) -> Result<setup::Manifest, String> {
@@ -101,9 +101,9 @@ mod router_glue {
 pub struct SnifferExport<P>(PhantomData<P>);
 
 mod sniffer_glue {
-    use super::*;
     use super::sniffer::exports::sluice::plugin::{setup, sniff};
     use super::sniffer::sluice::plugin::types as wit;
+    use super::*;
 
     impl<P: crate::Sniffer> setup::Guest for SnifferExport<P> {
         fn init(settings: String) -> Result<setup::Manifest, String> {

@@ -47,8 +47,8 @@
 //! times. Instances are reused and replaced at the host's discretion: keep
 //! no per-connection state.
 
-mod types;
 pub mod testing;
+mod types;
 
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]

@@ -105,17 +105,15 @@ impl<P: Sniffer> TestSniffer<P> {
 }
 
 fn undeclared(backend: &str, manifest: &Manifest) -> String {
-    format!("undeclared-backend: named backend `{backend}`, which it did not declare (declared: {:?})", manifest.backends)
+    format!(
+        "undeclared-backend: named backend `{backend}`, which it did not declare (declared: {:?})",
+        manifest.backends
+    )
 }
 
 /// A request to build up for [`TestRouter::pick`]: `request("GET", "/")`.
 pub fn request(method: &str, path: &str) -> RequestBuilder {
-    RequestBuilder(Request {
-        method: method.to_string(),
-        path: path.to_string(),
-        conn: conn(),
-        ..Request::default()
-    })
+    RequestBuilder(Request { method: method.to_string(), path: path.to_string(), conn: conn(), ..Request::default() })
 }
 
 /// The connection facts tests get by default: listener `test`, client
@@ -166,5 +164,53 @@ impl RequestBuilder {
 impl From<RequestBuilder> for Request {
     fn from(builder: RequestBuilder) -> Self {
         builder.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Forward, Manifest, Response};
+
+    /// Forwards `x-to`'s value, or answers with the header names it saw.
+    struct Echo;
+
+    impl Router for Echo {
+        type Settings = Vec<String>;
+
+        fn init(_: Vec<String>) -> Result<Self, String> {
+            Ok(Echo)
+        }
+
+        fn manifest(&self) -> Manifest {
+            Manifest::new().backends(["web"]).headers(["X-To", "x-seen"])
+        }
+
+        fn pick(&self, request: &Request) -> Decision {
+            match request.header_str("x-to") {
+                Some(to) => Forward::to(to).into(),
+                None => {
+                    let names: Vec<&str> = request.headers.iter().map(|h| h.name.as_str()).collect();
+                    Response::new(200).body(names.join(",")).into()
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pick_sees_only_declared_headers_and_names_only_declared_backends() {
+        let plugin = TestRouter::<Echo>::new("[]").unwrap();
+        assert_eq!(plugin.manifest().headers, crate::HeaderInterest::Only(vec!["x-to".into(), "x-seen".into()]));
+        let seen = plugin.pick(request("GET", "/").header("X-Seen", "1").header("cookie", "a=b")).unwrap();
+        assert_eq!(seen, Response::new(200).body("x-seen").into());
+        assert_eq!(plugin.pick(request("GET", "/").header("x-to", "web")).unwrap(), Forward::to("web").into());
+        let err = plugin.pick(request("GET", "/").header("x-to", "api")).unwrap_err();
+        assert!(err.contains("undeclared-backend") && err.contains("`api`"), "{err}");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_plugins_name() {
+        let err = TestRouter::<Echo>::new("{}").err().unwrap();
+        assert!(err.starts_with("plugin settings: invalid type"), "{err}");
     }
 }

@@ -150,3 +150,20 @@ impl sluice_plugin::Sniffer for SniffPlugin {
 }
 
 sluice_plugin::export_sniffer!(SniffPlugin);
+
+#[cfg(test)]
+mod manifest_tests {
+    use super::SniffPlugin;
+    use sluice_plugin::Verdict;
+    use sluice_plugin::testing::{TestSniffer, conn};
+
+    #[test]
+    fn declares_every_backend_its_settings_name() {
+        let settings = r#"{"tls-backend": "tls", "http-backend": "raw", "tls-passthrough": {"db.test": "db"}}"#;
+        let plugin = TestSniffer::<SniffPlugin>::new(settings).unwrap();
+        assert_eq!(plugin.manifest().backends, ["tls", "raw", "db"]);
+        let verdict = plugin.classify(&conn(), b"GET / HTTP/1.1\r\n", false).unwrap();
+        assert_eq!(verdict, Verdict::Forward("raw".into()));
+        assert!(TestSniffer::<SniffPlugin>::new("{}").unwrap().manifest().backends.is_empty());
+    }
+}

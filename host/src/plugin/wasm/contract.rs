@@ -45,9 +45,9 @@ impl ContractVersion {
             }
         }
         Err(match other {
-            Some(version) => format!(
-                "it targets sluice:plugin@{version}; this sluice runs {CURRENT} (and still loads 0.1.0)"
-            ),
+            Some(version) => {
+                format!("it targets sluice:plugin@{version}; this sluice runs {CURRENT} (and still loads 0.1.0)")
+            }
             None => format!("it exports no `sluice:plugin/setup` interface (build it against sluice:plugin@{CURRENT})"),
         })
     }

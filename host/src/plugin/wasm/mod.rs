@@ -28,10 +28,10 @@ pub mod sniffer;
 pub mod wasi;
 
 use super::{ConnFacts, Manifest, PluginError};
-use contract::ContractVersion;
 use crate::config::{MAX_PLUGIN_MEMORY, PluginLimits};
 use crate::metrics;
 use crate::names::{BackendName, PluginName};
+use contract::ContractVersion;
 use host::HostState;
 use output::{LogTarget, PluginLog};
 use sha2::{Digest, Sha256};
@@ -154,6 +154,8 @@ impl Runtime {
     ) -> Result<Loaded<W>, LoadError> {
         let digest: [u8; 32] = Sha256::digest(wasm).into();
         let component = self.compile(wasm, digest)?;
+        wasi::check_imports(&component, &self.engine)
+            .map_err(|e| LoadError::UnprovidedImport { import: e.import, why: e.why })?;
         let version = ContractVersion::of(&component, &self.engine)
             .map_err(|reason| LoadError::UnknownContract { world: W::NAME, reason })?;
         let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
@@ -161,8 +163,6 @@ impl Runtime {
             version: version.number(),
             reason: root_cause(&e),
         };
-        wasi::check_imports(&component, &self.engine)
-            .map_err(|e| LoadError::UnprovidedImport { import: e.import, why: e.why })?;
         let mut linker = Linker::<HostState>::new(&self.engine);
         W::add_to_linker(&mut linker, version).map_err(wrong_world)?;
         wasi::add_to_linker(&mut linker).map_err(wrong_world)?;
@@ -438,10 +438,7 @@ fn wit_connection_v0_1(conn: &ConnFacts) -> host::v0_1::wit::Connection {
         listener: conn.listener.to_string(),
         client_addr: conn.client_addr.to_string(),
         local_addr: conn.local_addr.to_string(),
-        tls: conn
-            .tls
-            .as_ref()
-            .map(|tls| wit::TlsInfo { server_name: tls.server_name.clone(), alpn: tls.alpn.clone() }),
+        tls: conn.tls.as_ref().map(|tls| wit::TlsInfo { server_name: tls.server_name.clone(), alpn: tls.alpn.clone() }),
         hello: conn
             .hello
             .as_ref()

@@ -10,8 +10,7 @@ use super::{LoadError, Loaded, Runtime, World, wit_connection, wit_connection_v0
 use crate::config::PluginLimits;
 use crate::names::{BackendName, PluginName};
 use crate::plugin::{
-    ConnFacts, ForwardTo, HeaderInterest, Manifest, PluginError, RouteDecision, RouteRequest, Router,
-    SyntheticResponse,
+    ConnFacts, ForwardTo, HeaderInterest, Manifest, PluginError, RouteDecision, RouteRequest, Router, SyntheticResponse,
 };
 use std::sync::Arc;
 use wasmtime::Store;
