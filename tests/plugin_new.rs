@@ -84,7 +84,10 @@ fn new_project(scratch: &Scratch, name: &str, lang: &str, world: &str) -> PathBu
 
 /// `sluice plugin test` with the project's own config; returns stdout.
 fn plugin_test(dir: &Path, name: &str, input: &[&str]) -> String {
-    let output = run(sluice().current_dir(dir).args(["plugin", "test", "--config", "sluice.toml", "--plugin", name]).args(input));
+    let output = run(sluice()
+        .current_dir(dir)
+        .args(["plugin", "test", "--config", "sluice.toml", "--plugin", name])
+        .args(input));
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -98,7 +101,8 @@ fn javascript_projects_build_outside_the_repository() {
         let dir = new_project(&scratch, &name, "js", world);
         // The pinned versions are the example's: its install serves.
         let lock = std::fs::read_to_string(dir.join("package-lock.json")).unwrap();
-        let example = std::fs::read_to_string(repo_root().join("examples/plugins/js-router/package-lock.json")).unwrap();
+        let example =
+            std::fs::read_to_string(repo_root().join("examples/plugins/js-router/package-lock.json")).unwrap();
         assert_eq!(lock.replace(&format!("\"name\": \"{name}\""), "\"name\": \"sluice-js-router\""), example);
         std::os::unix::fs::symlink(node_modules, dir.join("node_modules")).unwrap();
         run(Command::new("npm").arg("test").current_dir(&dir));
@@ -230,7 +234,18 @@ fn bad_requests_get_clear_errors() {
         let err = fails(&["plugin", "test", "--config", "sluice.toml", "--plugin", "path", "--request", request]);
         assert!(err.contains(expected), "{request}: {err}");
     }
-    let err = fails(&["plugin", "test", "--config", "sluice.toml", "--plugin", "path", "--settings", "{oops", "--request", "GET /"]);
+    let err = fails(&[
+        "plugin",
+        "test",
+        "--config",
+        "sluice.toml",
+        "--plugin",
+        "path",
+        "--settings",
+        "{oops",
+        "--request",
+        "GET /",
+    ]);
     assert!(err.contains("--settings is neither a JSON object"), "{err}");
 }
 
@@ -251,6 +266,12 @@ fn plugin_test_takes_settings_from_a_config_or_as_toml() {
     assert!(out.starts_with("decision: forward to backend `api`\nmanifest: backends api; reads "), "{out}");
     let first_line = |out: String| out.lines().next().unwrap_or_default().to_string();
     assert_eq!(first_line(decide(&["--settings", "default-backend = \"web\""])), "decision: forward to backend `web`");
-    assert_eq!(first_line(decide(&["--settings-toml", "default-backend = \"toml\""])), "decision: forward to backend `toml`");
-    assert_eq!(first_line(decide(&["--settings", r#"{"default-backend": "json"}"#])), "decision: forward to backend `json`");
+    assert_eq!(
+        first_line(decide(&["--settings-toml", "default-backend = \"toml\""])),
+        "decision: forward to backend `toml`"
+    );
+    assert_eq!(
+        first_line(decide(&["--settings", r#"{"default-backend": "json"}"#])),
+        "decision: forward to backend `json`"
+    );
 }

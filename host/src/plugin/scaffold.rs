@@ -169,7 +169,11 @@ pub fn files(name: &str, lang: Lang, world: World) -> Vec<File> {
             file("build.mjs", include_str!("../../templates/js/build.mjs")),
             file(
                 "plugin.js",
-                if sniffer { include_str!("../../templates/js/sniffer.js") } else { include_str!("../../templates/js/router.js") },
+                if sniffer {
+                    include_str!("../../templates/js/sniffer.js")
+                } else {
+                    include_str!("../../templates/js/router.js")
+                },
             ),
             file("test/hooks.mjs", include_str!("../../templates/js/test/hooks.mjs")),
             file("test/host-stub.mjs", include_str!("../../templates/js/test/host-stub.mjs")),
@@ -337,7 +341,11 @@ mod tests {
                     // Nothing reaches back into the repository (the vendored
                     // SDK's paths stay inside the SDK).
                     let own = !file.path.starts_with("vendor/");
-                    assert!(!own || !file.text.contains("../../"), "{} ({lang}, {world}) has a path outside", file.path);
+                    assert!(
+                        !own || !file.text.contains("../../"),
+                        "{} ({lang}, {world}) has a path outside",
+                        file.path
+                    );
                 }
                 let wit = files.iter().find(|f| f.path == "wit/plugin.wit").expect("the WIT");
                 assert_eq!(wit.text, WIT);

@@ -27,7 +27,11 @@ pub(super) fn files(render: &dyn Fn(&str) -> String, sniffer: bool) -> Vec<File>
         File { path: "build.sh".into(), text: render(include_str!("../../templates/rust/build.sh")), executable: true },
         file(
             "src/lib.rs",
-            if sniffer { include_str!("../../templates/rust/sniffer.rs") } else { include_str!("../../templates/rust/router.rs") },
+            if sniffer {
+                include_str!("../../templates/rust/sniffer.rs")
+            } else {
+                include_str!("../../templates/rust/router.rs")
+            },
         ),
         file(".gitignore", include_str!("../../templates/rust/gitignore")),
     ];

@@ -98,7 +98,8 @@ pub fn settings_json(text: &str, format: Option<SettingsFormat>) -> Result<Strin
         Some(SettingsFormat::Toml) => from_toml().map_err(|e| format!("--settings-toml: {e}")),
         // JSON first: `{}` is an empty object in both, `{"a": 1}` only JSON.
         None => from_json().or_else(|json| {
-            from_toml().map_err(|toml| format!("--settings is neither a JSON object ({json}) nor a TOML table ({toml})"))
+            from_toml()
+                .map_err(|toml| format!("--settings is neither a JSON object ({json}) nor a TOML table ({toml})"))
         }),
     }
 }
@@ -286,7 +287,8 @@ mod tests {
     fn settings_are_json_or_toml() {
         let toml = "default-backend = \"web\"\n[[rules]]\npath-prefix = \"/api\"\nbackend = \"api\"";
         let want: serde_json::Value =
-            serde_json::from_str(r#"{"default-backend":"web","rules":[{"backend":"api","path-prefix":"/api"}]}"#).unwrap();
+            serde_json::from_str(r#"{"default-backend":"web","rules":[{"backend":"api","path-prefix":"/api"}]}"#)
+                .unwrap();
         let value = |json: String| serde_json::from_str::<serde_json::Value>(&json).unwrap();
         assert_eq!(value(settings_json(toml, None).unwrap()), want);
         assert_eq!(value(settings_json(toml, Some(SettingsFormat::Toml)).unwrap()), want);
@@ -296,6 +298,10 @@ mod tests {
         let err = settings_json("{not either", None).unwrap_err();
         assert!(err.contains("neither a JSON object") && err.contains("nor a TOML table"), "{err}");
         assert!(settings_json("[1]", Some(SettingsFormat::Json)).unwrap_err().contains("not an object"));
-        assert!(settings_json(r#"{"a": 1}"#, Some(SettingsFormat::Toml)).unwrap_err().starts_with("--settings-toml: not TOML"));
+        assert!(
+            settings_json(r#"{"a": 1}"#, Some(SettingsFormat::Toml))
+                .unwrap_err()
+                .starts_with("--settings-toml: not TOML")
+        );
     }
 }
