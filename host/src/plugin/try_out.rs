@@ -131,10 +131,11 @@ pub fn parse_request(line: &str, headers: &[String]) -> Result<RouteRequest, Str
         parsed.push((name, value.trim().as_bytes().to_vec()));
     }
     let authority = parsed.iter().find(|(n, _)| n == "host").map(|(_, v)| String::from_utf8_lossy(v).into_owned());
-    if let Some(host) = &authority {
-        if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c.is_control() || "/?#@".contains(c)) {
-            return Err(format!("`{host}` is not a host (the `host` header names a server, e.g. `example.com:8080`)"));
-        }
+    let bad_host = |host: &str| {
+        host.is_empty() || host.contains(|c: char| c.is_whitespace() || c.is_control() || "/?#@".contains(c))
+    };
+    if let Some(host) = authority.as_deref().filter(|host| bad_host(host)) {
+        return Err(format!("`{host}` is not a host (the `host` header names a server, e.g. `example.com:8080`)"));
     }
     Ok(RouteRequest { method: method.to_string(), path: path.to_string(), authority, headers: parsed })
 }
