@@ -17,7 +17,7 @@ pub enum PluginCommand {
     /// Run a plugin once on sample input, in the same sandbox as the proxy,
     /// and print its verdict (sniff plugins) or routing decision (route
     /// plugins), then what it logged.
-    Test(TestArgs),
+    Test(Box<TestArgs>),
 }
 
 #[derive(Args)]
@@ -91,7 +91,7 @@ pub struct TestArgs {
 pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginCommand::New(args) => new(args),
-        PluginCommand::Test(args) => test(args),
+        PluginCommand::Test(args) => test(*args),
     }
 }
 
