@@ -435,8 +435,10 @@ async fn backend_connections_are_reused() {
         }
     }
     // Ten sequential requests from two client connections: one pooled
-    // backend connection served them all.
+    // backend connection per worker served them all (the two client
+    // connections may land on different workers, which share no pool).
     let seen = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(seen(&setup.web.requests), 10);
-    assert_eq!(seen(&setup.web.connections), 1);
+    let workers = sluice::workers::default_count().min(2) as u64;
+    assert!((1..=workers).contains(&seen(&setup.web.connections)), "{}", seen(&setup.web.connections));
 }

@@ -9,7 +9,9 @@
 //!   ClientHello, an HTTP/1.1 request head and an SSH banner;
 //! - `route-decision`: the default path plugin (`plugins/path`) with a small
 //!   rule set of the kind a Socket.IO deployment uses, on a browser's
-//!   long-polling request.
+//!   long-polling request; and a trivial router (`plugins/testing/declare`)
+//!   declaring every header (`all-headers`, as a 0.1.0 plugin gets them) or
+//!   none (`no-headers`), to show what lowering the headers costs.
 //!
 //! Run with `cargo bench --bench plugin`. Criterion prints the mean; the
 //! median is in `target/criterion/<group>/<case>/new/estimates.json`
@@ -92,6 +94,15 @@ fn route_decision(c: &mut Criterion) {
     group.bench_function("warm/socket.io-polling", |b| b.iter(|| plugin.pick(&conn, black_box(&request)).unwrap()));
     group
         .bench_function("cold/socket.io-polling", |b| b.iter(|| plugin.pick_cold(&conn, black_box(&request)).unwrap()));
+
+    // What the lazy request view saves: the same trivial router (the test
+    // plugin `declare`) declaring every header, then none, on the same request.
+    let declare = std::fs::read(Path::new(env!("SLUICE_PLUGIN_DIR")).join("declare.wasm")).unwrap();
+    for (case, headers) in [("all-headers", ""), ("no-headers", r#", "headers": []"#)] {
+        let settings = format!(r#"{{"backends": ["web"], "forward": "web"{headers}}}"#);
+        let plugin = runtime.load_router(PluginName::new("declare"), &declare, settings, limits).unwrap();
+        group.bench_function(format!("warm/{case}"), |b| b.iter(|| plugin.pick(&conn, black_box(&request)).unwrap()));
+    }
     group.finish();
 }
 

@@ -13,6 +13,7 @@ use crate::names::ListenerName;
 use crate::plugin::wasm::Runtime;
 use crate::reload::{Baseline, ReloadHandle, ReloadStatus, Reloader, Startup, Trigger};
 use crate::state::{BuildError, Snapshot};
+use crate::workers::{Sockets, Workers};
 use arc_swap::ArcSwap;
 use std::future::Future;
 use std::io;
@@ -46,7 +47,9 @@ pub enum Drained {
 pub struct App {
     config: Config,
     snapshot: Arc<ArcSwap<Snapshot>>,
-    listeners: Vec<(ListenerName, TcpListener)>,
+    /// Each listener's sockets, one per worker.
+    listeners: Vec<(ListenerName, Sockets)>,
+    workers: Arc<Workers>,
     demo_servers: Vec<(DemoServer, TcpListener)>,
     admin: Option<TcpListener>,
     grace: Duration,
@@ -56,9 +59,19 @@ pub struct App {
 }
 
 impl App {
-    /// Load and probe every plugin, then bind every listener. Nothing is
-    /// served until [`App::run`].
+    /// Load and probe every plugin, then bind every listener, for one
+    /// worker per CPU. Nothing is served until [`App::run`].
     pub async fn bind(config: Config) -> Result<App, StartError> {
+        Self::bind_with_workers(config, crate::workers::default_count()).await
+    }
+
+    /// [`App::bind`] for `workers` worker threads (see [`crate::workers`]):
+    /// each listener is bound once per worker.
+    pub async fn bind_with_workers(config: Config, workers: usize) -> Result<App, StartError> {
+        // Started first: per-worker pools in the snapshot are sized by them.
+        let workers = Workers::start(workers)
+            .map_err(|e| StartError::Runtime(format!("cannot start the worker threads: {e}")))?;
+        let count = workers.count();
         let runtime = Runtime::new().map_err(|e| StartError::Runtime(format!("{e:#}")))?;
         let (snapshot, baseline) = {
             let config = config.clone();
@@ -85,7 +98,11 @@ impl App {
         }
         let mut listeners = Vec::new();
         for listener in &config.listeners {
-            let bound = bind(&format!("listener `{}`", listener.name), listener.bind).await?;
+            let bound = Sockets::bind(listener.bind, count).map_err(|error| StartError::Bind {
+                what: format!("listener `{}`", listener.name),
+                addr: listener.bind,
+                error,
+            })?;
             listeners.push((listener.name.clone(), bound));
         }
         let admin = match &config.admin {
@@ -98,6 +115,7 @@ impl App {
             config,
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             listeners,
+            workers: Arc::new(workers),
             demo_servers,
             admin,
             grace: Duration::from_secs(30),
@@ -147,9 +165,18 @@ impl App {
         self.listeners.iter().filter_map(|(name, listener)| Some((name.clone(), listener.local_addr().ok()?))).collect()
     }
 
+    /// How many worker threads `run` starts.
+    pub fn workers(&self) -> usize {
+        self.workers.count()
+    }
+
     /// Serve until `shutdown` resolves; then stop accepting, let open
     /// connections finish for the grace period, and close the rest.
+    /// Connections are served on the worker threads; everything else on the
+    /// runtime `run` is called on.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Drained {
+        // Held until the end: the worker threads stop when the last handle goes.
+        let workers = self.workers;
         let stop_accepting = CancellationToken::new();
         let close_all = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -178,6 +205,7 @@ impl App {
             &self.reload,
             self.startup,
             self.watch,
+            workers.clone(),
         );
         for (name, listener) in self.listeners {
             reloader.start_listener(name, listener);

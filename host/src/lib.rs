@@ -52,6 +52,7 @@ pub mod reload;
 pub mod sniff;
 pub mod state;
 pub mod tls;
+pub mod workers;
 
 pub use app::{App, Drained, StartError};
 pub use config::Config;

@@ -8,6 +8,10 @@
 mod notify;
 mod plugin_cli;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluice::{App, Config, Drained};
@@ -55,7 +59,8 @@ struct RunArgs {
     /// reload only on SIGHUP.
     #[arg(long)]
     no_watch: bool,
-    /// Worker threads serving connections (default: one per CPU available).
+    /// Worker threads serving connections, each with its own runtime and
+    /// listening sockets (default: one per CPU available).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
 }
@@ -98,13 +103,12 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let _flush_logs_on_exit = init_logging(args.log_format, "info");
     raise_fd_limit();
     let config = Config::load(&args.config)?;
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = args.threads {
-        runtime.worker_threads(threads.into());
-    }
-    let runtime = runtime.enable_all().build().context("starting tokio")?;
+    // Connections are served by the worker threads (`sluice::workers`), each
+    // with its own runtime; this one runs signals, reloads, admin and ACME.
+    let workers = args.threads.map_or_else(sluice::workers::default_count, usize::from);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async {
-        let app = App::bind(config).await?.with_grace(args.grace).with_watch(!args.no_watch);
+        let app = App::bind_with_workers(config, workers).await?.with_grace(args.grace).with_watch(!args.no_watch);
         reload_on_sighup(app.reload_handle())?;
         reopen_access_log_on_sigusr1()?;
         // Every listener is bound: connections from now on wait in the accept queue.

@@ -83,8 +83,21 @@ fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
 }
 
 /// The counter `name{labels}`, registered on first use. Keep the handle on hot paths.
+/// Each thread remembers the handles it used, so that counting per connection
+/// on the worker threads does not take the registry's lock.
 pub fn counter(name: &'static str, labels: Labels) -> Arc<AtomicU64> {
-    with(|r| r.counters.entry((name, labels)).or_default().clone())
+    thread_local! {
+        static SEEN: std::cell::RefCell<BTreeMap<(&'static str, Labels), Arc<AtomicU64>>> = Default::default();
+    }
+    let key = (name, labels);
+    SEEN.with_borrow_mut(|seen| {
+        if let Some(counter) = seen.get(&key) {
+            return counter.clone();
+        }
+        let counter = with(|r| r.counters.entry(key.clone()).or_default().clone());
+        seen.insert(key, counter.clone());
+        counter
+    })
 }
 
 /// The gauge `name{labels}`, registered on first use.
@@ -202,7 +215,9 @@ const HELP: &[(&str, &str, &str)] = &[
 /// The Prometheus text exposition of every metric.
 pub fn render() -> String {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        gauge_set("sluice_runtime_alive_tasks", Vec::new(), runtime.metrics().num_alive_tasks() as i64);
+        // The control runtime's tasks and every worker's.
+        let alive = runtime.metrics().num_alive_tasks() + crate::workers::alive_tasks();
+        gauge_set("sluice_runtime_alive_tasks", Vec::new(), alive as i64);
     }
     let (counters, gauges, histograms) = with(|r| (r.counters.clone(), r.gauges.clone(), r.histograms.clone()));
     let mut out = String::new();

@@ -38,6 +38,7 @@ use crate::config::{Config, DemoKind};
 use crate::names::ListenerName;
 use crate::plugin::wasm::Runtime;
 use crate::state::Snapshot;
+use crate::workers::{Sockets, Workers};
 use arc_swap::ArcSwap;
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -188,16 +189,17 @@ struct Running {
     bind: SocketAddr,
     /// The address actually bound.
     addr: SocketAddr,
-    /// A duplicate of the listening socket, so a renamed listener on the same
-    /// address can take it over without a moment of not listening.
-    socket: Option<std::net::TcpListener>,
+    /// Duplicates of the listening sockets (one per worker), so a renamed
+    /// listener on the same address can take them over without a moment of
+    /// not listening.
+    socket: Option<Sockets>,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
 /// The socket an added listener will accept on.
 enum Socket {
-    Bound(TcpListener),
+    Bound(Sockets),
     /// The socket of the removed listener at this index.
     TakeOver(usize),
 }
@@ -219,6 +221,8 @@ pub(crate) struct Reloader {
     /// swapped in: watched too, so fixing them is noticed.
     attempted: BTreeSet<PathBuf>,
     baseline: Fingerprint,
+    /// Each listener accepts on every worker.
+    workers: Arc<Workers>,
 }
 
 impl Reloader {
@@ -230,6 +234,7 @@ impl Reloader {
         handle: &ReloadHandle,
         startup: Startup,
         watch: bool,
+        workers: Arc<Workers>,
     ) -> Reloader {
         Reloader {
             config,
@@ -242,11 +247,12 @@ impl Reloader {
             watch,
             attempted: BTreeSet::new(),
             baseline: startup.baseline,
+            workers,
         }
     }
 
     /// Start the accept loop of a listener bound at startup.
-    pub(crate) fn start_listener(&mut self, name: ListenerName, listener: TcpListener) {
+    pub(crate) fn start_listener(&mut self, name: ListenerName, listener: Sockets) {
         let bind = match self.config.listener(&name) {
             Some(config) => config.bind,
             None => listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
@@ -258,32 +264,39 @@ impl Reloader {
         self.publish_addrs();
     }
 
-    fn spawn_accept_loop(
-        &self,
-        name: ListenerName,
-        bind: SocketAddr,
-        listener: TcpListener,
-    ) -> std::io::Result<Running> {
-        let addr = listener.local_addr()?;
-        let std_listener = listener.into_std()?;
-        let socket = match std_listener.try_clone() {
+    /// Start one accept loop per worker, each on its own socket and runtime.
+    fn spawn_accept_loop(&self, name: ListenerName, bind: SocketAddr, sockets: Sockets) -> std::io::Result<Running> {
+        let addr = sockets.local_addr()?;
+        let socket = match sockets.try_clone() {
             Ok(socket) => Some(socket),
             Err(e) => {
-                tracing::warn!(listener = %name, error = %e, "cannot duplicate the listening socket");
+                tracing::warn!(listener = %name, error = %e, "cannot duplicate the listening sockets");
                 None
             }
         };
-        let listener = TcpListener::from_std(std_listener)?;
-        tracing::info!(listener = %name, %addr, "listening");
         let stop = self.draining.stop_accepting.child_token();
-        let accept = AcceptLoop {
-            name: name.clone(),
-            listener,
-            snapshot: self.snapshot.clone(),
-            connections: self.connections.clone(),
-            draining: Draining { stop_accepting: stop.clone(), close_all: self.draining.close_all.clone() },
-        };
-        let task = tokio::spawn(accept.run());
+        let mut loops = Vec::new();
+        for (worker, socket) in self.workers.handles().iter().zip(sockets.into_vec()) {
+            // Registered with the worker's reactor: its runtime alone polls it.
+            let listener = {
+                let _on_worker = worker.enter();
+                TcpListener::from_std(socket)?
+            };
+            let accept = AcceptLoop {
+                name: name.clone(),
+                listener,
+                snapshot: self.snapshot.clone(),
+                connections: self.connections.clone(),
+                draining: Draining { stop_accepting: stop.clone(), close_all: self.draining.close_all.clone() },
+            };
+            loops.push(worker.spawn(accept.run()));
+        }
+        tracing::info!(listener = %name, %addr, workers = loops.len(), "listening");
+        let task = tokio::spawn(async move {
+            for accept in loops {
+                let _ = accept.await;
+            }
+        });
         Ok(Running { name, bind, addr, socket, stop, task })
     }
 
@@ -469,7 +482,7 @@ impl Reloader {
                 sockets.push(Socket::TakeOver(from));
                 continue;
             }
-            match TcpListener::bind(bind).await {
+            match Sockets::bind(*bind, self.workers.count()) {
                 Ok(socket) => sockets.push(Socket::Bound(socket)),
                 Err(error) => {
                     refused = Some(format!("listener `{name}`: cannot listen on {bind}: {error}"));
@@ -505,8 +518,8 @@ impl Reloader {
             let socket = match socket {
                 Socket::Bound(socket) => Ok(socket),
                 Socket::TakeOver(from) => match removed[from].socket.take() {
-                    Some(socket) => TcpListener::from_std(socket),
-                    None => TcpListener::bind(bind).await,
+                    Some(socket) => Ok(socket),
+                    None => Sockets::bind(bind, self.workers.count()),
                 },
             };
             match socket.and_then(|socket| self.spawn_accept_loop(name.clone(), bind, socket)) {

@@ -134,7 +134,9 @@ pub struct Backend {
     released: Arc<Notify>,
     /// Requests and connections waiting for a free server now.
     queued: AtomicUsize,
-    http_idle: Mutex<HashMap<String, Vec<SendRequest<ProxyBody>>>>,
+    /// One pool per worker (`crate::workers::shard`): a connection's task runs
+    /// on the worker that opened it, so only that worker reuses it.
+    http_idle: Box<[Mutex<HashMap<String, Vec<SendRequest<ProxyBody>>>>]>,
     /// This backend's request and error series.
     metrics: Arc<BackendMetrics>,
 }
@@ -201,7 +203,7 @@ impl Backend {
             next: AtomicUsize::new(0),
             released,
             queued: AtomicUsize::new(0),
-            http_idle: Mutex::default(),
+            http_idle: (0..crate::workers::shard_count()).map(|_| Mutex::default()).collect(),
             metrics: Arc::new(BackendMetrics::new(config.name.as_str())),
             config,
         }
@@ -334,9 +336,13 @@ impl Backend {
         }
     }
 
+    fn idle_pool(&self) -> &Mutex<HashMap<String, Vec<SendRequest<ProxyBody>>>> {
+        &self.http_idle[crate::workers::shard(self.http_idle.len())]
+    }
+
     /// An idle HTTP/1 connection to `server` that is ready for a request.
     pub fn take_idle_http(&self, server: &str) -> Option<SendRequest<ProxyBody>> {
-        let mut idle = self.http_idle.lock().expect("http pool lock");
+        let mut idle = self.idle_pool().lock().expect("http pool lock");
         let senders = idle.get_mut(server)?;
         senders.retain(|sender| !sender.is_closed());
         let ready = senders.iter().position(|sender| sender.is_ready())?;
@@ -346,7 +352,7 @@ impl Backend {
     /// Keep an HTTP/1 connection for reuse; it becomes ready again once its
     /// current response has been read.
     pub fn put_idle_http(&self, server: &str, sender: SendRequest<ProxyBody>) {
-        let mut idle = self.http_idle.lock().expect("http pool lock");
+        let mut idle = self.idle_pool().lock().expect("http pool lock");
         let senders = idle.entry(server.to_string()).or_default();
         senders.retain(|sender| !sender.is_closed());
         if senders.len() < MAX_IDLE_HTTP_PER_SERVER {

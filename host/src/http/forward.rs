@@ -271,7 +271,7 @@ impl hyper::body::Body for GuardedBody {
 }
 
 /// The value of cookie `name` in the request's Cookie headers.
-fn cookie_value(headers: &http::HeaderMap, name: &str) -> Option<String> {
+pub(super) fn cookie_value(headers: &http::HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -24,6 +24,7 @@
 mod authority;
 mod client_body;
 mod forward;
+mod h1;
 pub mod headers;
 mod idle;
 mod serve;
@@ -105,26 +106,40 @@ async fn handle(stage: &HttpStage, mut request: Request<Incoming>) -> Response<P
 }
 
 async fn route(stage: &HttpStage, mut request: Request<Incoming>, log: &mut RequestLog) -> Response<ProxyBody> {
+    match decide(stage, &mut request, log) {
+        Ok(to) => forward::forward(stage, request, to, log).await,
+        Err(response) => response,
+    }
+}
+
+/// Everything before the backend exchange, shared by hyper's path and the
+/// lean HTTP/1 path (`h1`): host answers, limits, the host rules and the
+/// route plugin's decision. `Err` is the response to send instead.
+fn decide<B>(
+    stage: &HttpStage,
+    request: &mut Request<B>,
+    log: &mut RequestLog,
+) -> Result<ForwardTo, Response<ProxyBody>> {
     // ACME HTTP-01 tokens are answered by the host, for pending orders only.
     if let Some(answer) = crate::acme::http01_answer(request.uri().path()) {
         log.route = "acme-http-01";
-        return Response::new(Full::new(answer).map_err(|never: Infallible| match never {}).boxed());
+        return Err(Response::new(Full::new(answer).map_err(|never: Infallible| match never {}).boxed()));
     }
     // Per-client request rate (docs/LIMITS.md): 429 with Retry-After.
     if let Err(retry_after) = stage.plan.per_client.check_request(stage.facts.client_addr.ip()) {
         log.detail = Some("per-client request rate exceeded".into());
-        return crate::limits::too_many_requests(retry_after);
+        return Err(crate::limits::too_many_requests(retry_after));
     }
     if request.method() == Method::CONNECT {
         log.detail = Some("CONNECT is not supported".into());
-        return error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported here");
+        return Err(error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported here"));
     }
     // The host the plugin routes on is the Host the backend gets, or a 400.
-    if let Err(e) = authority::settle(&mut request) {
+    if let Err(e) = authority::settle(request) {
         log.detail = Some(e.to_string());
-        return error_response(StatusCode::BAD_REQUEST, &e.to_string());
+        return Err(error_response(StatusCode::BAD_REQUEST, &e.to_string()));
     }
-    let route_request = headers::route_request(&request);
+    let route_request = headers::route_request(request);
     let decision = match stage.router.pick(&stage.facts, &route_request) {
         Ok(decision) => decision,
         Err(e) => {
@@ -138,14 +153,14 @@ async fn route(stage: &HttpStage, mut request: Request<Incoming>, log: &mut Requ
                     remove_headers: Vec::new(),
                     rewrite_path: None,
                 }),
-                Fallback::Close => return error_response(StatusCode::BAD_GATEWAY, "routing failed"),
+                Fallback::Close => return Err(error_response(StatusCode::BAD_GATEWAY, "routing failed")),
             }
         }
     };
     log.route = decision.label();
     match decision {
-        RouteDecision::Respond(response) => synthetic_response(response, log),
-        RouteDecision::Forward(to) => forward::forward(stage, request, to, log).await,
+        RouteDecision::Respond(response) => Err(synthetic_response(response, log)),
+        RouteDecision::Forward(to) => Ok(to),
     }
 }
 

@@ -34,7 +34,12 @@ where
     let config = &stage.plan.config;
     let head = io.unread_prefix();
     if !head.is_empty() && !H2_PREFACE.starts_with(&head[..head.len().min(H2_PREFACE.len())]) {
-        // Certainly HTTP/1: served by hyper's own HTTP/1 connection rather than the
+        // Certainly HTTP/1: the lean path serves what it can, hyper the rest.
+        let io = match super::h1::serve(io, &stage).await {
+            super::h1::Served::Done(result) => return result,
+            super::h1::Served::Handover(io) => io,
+        };
+        // Served by hyper's own HTTP/1 connection rather than the
         // auto-detecting one, whose private wrapper would hide our stream type from
         // an upgraded connection. A WebSocket tunnel can then take the client's TCP
         // socket back and splice it (see `forward::tunnel`).
