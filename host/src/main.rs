@@ -6,6 +6,7 @@
 //! ([`notify`]).
 
 mod notify;
+mod plugin_cli;
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -39,56 +40,7 @@ enum Command {
     Check(CheckArgs),
     /// Work with plugins outside the proxy.
     #[command(subcommand)]
-    Plugin(PluginCommand),
-}
-
-#[derive(Subcommand)]
-enum PluginCommand {
-    /// Run a plugin once on sample input, in the same sandbox as the proxy,
-    /// and print its verdict (sniff plugins) or routing decision (route plugins).
-    Test(PluginTestArgs),
-    /// Run two versions of a plugin over a capture of real decision inputs
-    /// and report how their decisions differ (docs/EXPERIMENTS.md).
-    Replay(sluice::experiment::replay_cli::ReplayArgs),
-}
-
-#[derive(Args)]
-struct PluginTestArgs {
-    /// The plugin component (.wasm).
-    plugin: PathBuf,
-    /// The plugin's settings as JSON (what its `settings` table becomes).
-    #[arg(long, default_value = "{}")]
-    settings: String,
-    /// Sniff: the connection's first bytes, with escapes (\r \n \t \0 \\ \xHH).
-    #[arg(long, value_name = "BYTES")]
-    head: Option<String>,
-    /// Sniff: the first bytes from a file (e.g. a captured connection).
-    #[arg(long, value_name = "FILE", conflicts_with = "head")]
-    head_file: Option<PathBuf>,
-    /// Sniff: tell the plugin no more bytes will come (deadline, byte cap, client done).
-    #[arg(long)]
-    complete: bool,
-    /// Route: a request line, e.g. "GET /socket.io/?EIO=4".
-    #[arg(long, value_name = "METHOD PATH", conflicts_with_all = ["head", "head_file"])]
-    request: Option<String>,
-    /// Route: a request header "name: value" (repeatable); `host` sets the authority.
-    #[arg(long = "header", value_name = "NAME: VALUE")]
-    headers: Vec<String>,
-    /// The client address the plugin sees.
-    #[arg(long, default_value = "127.0.0.1:50000")]
-    client: std::net::SocketAddr,
-    /// The listener name the plugin sees.
-    #[arg(long, default_value = "test")]
-    listener: String,
-    /// Decide as if inside TLS that sluice terminated, with this server name.
-    #[arg(long, value_name = "NAME")]
-    sni: Option<String>,
-    /// Fuel per call.
-    #[arg(long, default_value_t = 10_000_000)]
-    cpu_budget: u64,
-    /// The instance's memory cap, e.g. "16MiB".
-    #[arg(long, default_value = "16MiB", value_parser = sluice::config::parse_size)]
-    memory_limit: u64,
+    Plugin(plugin_cli::PluginCommand),
 }
 
 #[derive(Args)]
@@ -136,8 +88,7 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         None => run(cli.run),
         Some(Command::Check(args)) => check(args),
-        Some(Command::Plugin(PluginCommand::Test(args))) => plugin_test(args),
-        Some(Command::Plugin(PluginCommand::Replay(args))) => sluice::experiment::replay_cli::run(args),
+        Some(Command::Plugin(command)) => plugin_cli::run(command),
     };
     match result {
         Ok(code) => code,
@@ -208,45 +159,6 @@ fn raise_fd_limit() {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot raise the file-descriptor limit"),
     }
-}
-
-fn plugin_test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
-    use sluice::plugin::try_out::{self, Input};
-    use sluice::plugin::{ConnFacts, TlsFacts};
-    let wasm = std::fs::read(&args.plugin).with_context(|| format!("reading {}", args.plugin.display()))?;
-    let input = match (&args.head, &args.head_file, &args.request) {
-        (Some(head), None, None) => {
-            Input::Head { bytes: try_out::unescape(head).map_err(anyhow::Error::msg)?, complete: args.complete }
-        }
-        (None, Some(file), None) => Input::Head {
-            bytes: std::fs::read(file).with_context(|| format!("reading {}", file.display()))?,
-            complete: args.complete,
-        },
-        (None, None, Some(line)) => {
-            Input::Request(try_out::parse_request(line, &args.headers).map_err(anyhow::Error::msg)?)
-        }
-        _ => anyhow::bail!("give one of --head, --head-file (sniff plugins) or --request (route plugins)"),
-    };
-    let conn = ConnFacts {
-        listener: sluice::names::ListenerName::new(args.listener.as_str()),
-        client_addr: args.client,
-        local_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 443)),
-        tls: args.sni.map(|name| TlsFacts { server_name: Some(name), alpn: None }),
-        hello: None,
-        tenant: None,
-    };
-    let limits = sluice::config::PluginLimits {
-        cpu_budget: args.cpu_budget,
-        memory_limit: args.memory_limit,
-        ..Default::default()
-    };
-    let file = args.plugin.display().to_string();
-    let report = try_out::run(&wasm, &file, &args.settings, limits, &conn, &input);
-    for line in &report.log {
-        println!("log: {line}");
-    }
-    print!("{}", report.outcome.map_err(anyhow::Error::msg)?);
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Log to stderr through a background thread: a slow or stalled log reader

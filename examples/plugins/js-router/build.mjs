@@ -18,8 +18,7 @@ const out = process.argv[2] ?? join(here, 'js-router.wasm');
 
 const { component } = await componentize({
   sourcePath: join(here, 'router.js'),
-  // sluice:plugin@0.1.0 until this example moves to 0.2.0 (still loads).
-  witPath: join(here, '..', '..', '..', 'wit', 'deps-0.1.0'),
+  witPath: join(here, '..', '..', '..', 'wit'),
   worldName: 'router',
   disableFeatures: ['http', 'fetch-event'],
 });

@@ -1,4 +1,5 @@
-// A sluice route plugin in JavaScript (world `router` of wit/plugin.wit).
+// A sluice route plugin in JavaScript (world `router` of wit/plugin.wit,
+// sluice:plugin@0.2.0).
 //
 //   x-beta: 1      -> backend `beta`
 //   GET /hello     -> answered by the plugin itself, greeting printed with console.log
@@ -8,7 +9,7 @@
 // plugin's name. The plugin gets no files and no network (see
 // docs/PLUGINS-LANGUAGES.md).
 
-import { log } from 'sluice:plugin/host@0.1.0';
+import { log } from 'sluice:plugin/host@0.2.0';
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -27,12 +28,16 @@ function forward(backend) {
 
 export const setup = {
   // Settings arrive as JSON; this plugin has none, but refuses typos.
+  // Throwing refuses them.
   init(settings) {
     const keys = Object.keys(JSON.parse(settings));
     if (keys.length > 0) {
       throw `unknown settings: ${keys.join(', ')}`;
     }
     log('info', 'js-router ready');
+    // The manifest: the backends `pick` names (sluice checks them against
+    // the config) and the only request header it reads.
+    return { backends: ['web', 'beta'], headers: { tag: 'only', val: ['x-beta'] } };
   },
 };
 

@@ -1,4 +1,5 @@
-"""A sluice route plugin in Python (world `router` of wit/plugin.wit).
+"""A sluice route plugin in Python (world `router` of wit/plugin.wit,
+sluice:plugin@0.2.0).
 
   x-beta: 1      -> backend `beta`
   GET /hello     -> answered by the plugin itself, greeting printed with print()
@@ -20,6 +21,7 @@ from wit_world.exports.route import (
     Request,
     Response,
 )
+from wit_world.exports.setup import HeaderInterest_Only, Manifest
 from wit_world.imports import host
 from wit_world.imports.types import Header, LogLevel
 
@@ -36,12 +38,15 @@ def header(request: Request, name: str) -> str | None:
 
 
 class Setup(exports.Setup):
-    def init(self, settings: str) -> None:
+    def init(self, settings: str) -> Manifest:
         # This plugin has no settings, but refuses typos.
         unknown = sorted(json.loads(settings))
         if unknown:
             raise Err(f"unknown settings: {', '.join(unknown)}")
         host.log(LogLevel.INFO, "py-router ready")
+        # The manifest: the backends `pick` names (sluice checks them against
+        # the config) and the only request header it reads.
+        return Manifest(backends=["web", "beta"], headers=HeaderInterest_Only(["x-beta"]))
 
 
 class Route(exports.Route):

@@ -13,5 +13,5 @@ if [[ ! -x "$here/.venv/bin/componentize-py" ]]; then
   python3 -m venv "$here/.venv"
   "$here/.venv/bin/pip" install --quiet --require-hashes -r "$here/requirements.txt"
 fi
-"$here/.venv/bin/componentize-py" -d "$here/../../../wit/deps-0.1.0" -w router \
+"$here/.venv/bin/componentize-py" -d "$here/../../../wit" -w router \
   componentize --python-path "$here" app -o "$out"

@@ -5,6 +5,8 @@
 //! stages can use small fakes.
 
 pub mod declared;
+pub mod scaffold;
+mod scaffold_rust;
 pub mod try_out;
 pub mod wasm;
 

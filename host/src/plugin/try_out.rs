@@ -4,7 +4,7 @@
 //! limits, as in the proxy.
 
 use super::wasm::{LoadError, Runtime};
-use super::{ConnFacts, PluginError, RouteDecision, RouteRequest, Router, Sniffer, Verdict};
+use super::{ConnFacts, HeaderInterest, Manifest, PluginError, RouteDecision, RouteRequest, Router, Sniffer, Verdict};
 use crate::config::PluginLimits;
 use crate::names::PluginName;
 use std::fmt::Write;
@@ -62,13 +62,45 @@ fn decide(
         Input::Head { bytes, complete } => {
             let plugin = runtime.load_sniffer(name, wasm, settings_json.to_string(), limits).map_err(describe_load)?;
             let verdict = plugin.classify(conn, bytes, *complete).map_err(describe_call)?;
-            Ok(describe_verdict(&verdict))
+            Ok(describe_verdict(&verdict) + &describe_manifest(plugin.manifest(), false))
         }
         Input::Request(request) => {
             let plugin = runtime.load_router(name, wasm, settings_json.to_string(), limits).map_err(describe_load)?;
             let decision = plugin.pick(conn, request).map_err(describe_call)?;
-            Ok(describe_decision(&decision))
+            Ok(describe_decision(&decision) + &describe_manifest(plugin.manifest(), true))
         }
+    }
+}
+
+/// How `--settings` text is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingsFormat {
+    Json,
+    Toml,
+}
+
+/// Plugin settings as the JSON object `init` receives, from a JSON object or
+/// a TOML table (`format`; `None`: whichever of the two the text is).
+pub fn settings_json(text: &str, format: Option<SettingsFormat>) -> Result<String, String> {
+    let from_json = || match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value @ serde_json::Value::Object(_)) => Ok(value.to_string()),
+        Ok(_) => Err("it is JSON, but not an object (write `{\"key\": value}`)".to_string()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    };
+    // The same conversion as a `settings` table in the config.
+    let from_toml = || {
+        toml::from_str::<toml::Table>(text)
+            .map_err(|e| format!("not TOML: {}", e.message()))
+            .and_then(|table| serde_json::to_string(&table).map_err(|e| format!("cannot encode as JSON: {e}")))
+    };
+    match format {
+        Some(SettingsFormat::Json) => from_json().map_err(|e| format!("--settings: {e}")),
+        Some(SettingsFormat::Toml) => from_toml().map_err(|e| format!("--settings-toml: {e}")),
+        // JSON first: `{}` is an empty object in both, `{"a": 1}` only JSON.
+        None => from_json().or_else(|json| {
+            from_toml()
+                .map_err(|toml| format!("--settings is neither a JSON object ({json}) nor a TOML table ({toml})"))
+        }),
     }
 }
 
@@ -99,12 +131,34 @@ pub fn parse_request(line: &str, headers: &[String]) -> Result<RouteRequest, Str
         parsed.push((name, value.trim().as_bytes().to_vec()));
     }
     let authority = parsed.iter().find(|(n, _)| n == "host").map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+    let bad_host = |host: &str| {
+        host.is_empty() || host.contains(|c: char| c.is_whitespace() || c.is_control() || "/?#@".contains(c))
+    };
+    if let Some(host) = authority.as_deref().filter(|host| bad_host(host)) {
+        return Err(format!("`{host}` is not a host (the `host` header names a server, e.g. `example.com:8080`)"));
+    }
     Ok(RouteRequest { method: method.to_string(), path: path.to_string(), authority, headers: parsed })
 }
 
 /// An HTTP token (RFC 9110): a method or a header name.
 fn is_token(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// What the plugin declared at `init`: one line.
+fn describe_manifest(manifest: &Manifest, route: bool) -> String {
+    let Some(backends) = &manifest.backends else {
+        return "manifest: none (a sluice:plugin@0.1.0 component: backends unchecked, every header)\n".to_string();
+    };
+    let backends: Vec<&str> = backends.iter().map(|b| b.as_str()).collect();
+    let backends = if backends.is_empty() { "none".to_string() } else { backends.join(", ") };
+    let headers = match &manifest.headers {
+        _ if !route => String::new(),
+        HeaderInterest::All => "; reads every header".to_string(),
+        HeaderInterest::Only(names) if names.is_empty() => "; reads no header".to_string(),
+        HeaderInterest::Only(names) => format!("; reads headers {}", names.join(", ")),
+    };
+    format!("manifest: backends {backends}{headers}\n")
 }
 
 fn describe_verdict(verdict: &Verdict) -> String {
@@ -225,5 +279,30 @@ mod tests {
         }
         assert!(parse_request("GET /", &["no colon".into()]).unwrap_err().contains("not a header"));
         assert!(parse_request("GET /", &["bad name: 1".into()]).unwrap_err().contains("not a valid header"));
+        for host in ["host: a b", "host:", "Host: a/b"] {
+            assert!(parse_request("GET /", &[host.into()]).unwrap_err().contains("is not a host"), "{host}");
+        }
+    }
+
+    #[test]
+    fn settings_are_json_or_toml() {
+        let toml = "default-backend = \"web\"\n[[rules]]\npath-prefix = \"/api\"\nbackend = \"api\"";
+        let want: serde_json::Value =
+            serde_json::from_str(r#"{"default-backend":"web","rules":[{"backend":"api","path-prefix":"/api"}]}"#)
+                .unwrap();
+        let value = |json: String| serde_json::from_str::<serde_json::Value>(&json).unwrap();
+        assert_eq!(value(settings_json(toml, None).unwrap()), want);
+        assert_eq!(value(settings_json(toml, Some(SettingsFormat::Toml)).unwrap()), want);
+        assert_eq!(settings_json(r#"{"a": [1, "x"]}"#, None).unwrap(), r#"{"a":[1,"x"]}"#);
+        assert_eq!(settings_json("{}", None).unwrap(), "{}");
+        assert_eq!(settings_json("", None).unwrap(), "{}");
+        let err = settings_json("{not either", None).unwrap_err();
+        assert!(err.contains("neither a JSON object") && err.contains("nor a TOML table"), "{err}");
+        assert!(settings_json("[1]", Some(SettingsFormat::Json)).unwrap_err().contains("not an object"));
+        assert!(
+            settings_json(r#"{"a": 1}"#, Some(SettingsFormat::Toml))
+                .unwrap_err()
+                .starts_with("--settings-toml: not TOML")
+        );
     }
 }
