@@ -58,6 +58,18 @@ async fn one_client_address_cannot_take_every_connection() {
     for _ in 0..2 {
         silent.push(connect_from(FIRST, addr).await);
     }
+    // Each worker accepts from its own queue, so wait until both are accepted
+    // (in any order) before the third arrives.
+    let admin = proxy.admin_addr().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !admin_get(admin, "/metrics").await.lines().any(|line| {
+        line.strip_prefix("sluice_connections_active{listener=\"main\"} ")
+            .and_then(|n| n.parse::<i64>().ok())
+            .is_some_and(|n| n >= 2)
+    }) {
+        assert!(tokio::time::Instant::now() < deadline, "the two connections were not accepted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // ...so its third is closed at once, while the second address is served.
     assert!(!served(connect_from(FIRST, addr).await).await, "a third connection from one address is refused");
     assert!(served(connect_from(SECOND, addr).await).await, "another address is still served");

@@ -226,6 +226,7 @@ pub(crate) struct Reloader {
 }
 
 impl Reloader {
+    #[allow(clippy::too_many_arguments)] // each is a distinct piece of the running proxy
     pub(crate) fn new(
         config: Config,
         snapshot: Arc<ArcSwap<Snapshot>>,

@@ -40,6 +40,9 @@ use tokio::sync::Notify;
 /// Idle HTTP/1 connections kept per server.
 const MAX_IDLE_HTTP_PER_SERVER: usize = 256;
 
+/// Idle HTTP/1 connections by server address.
+type IdlePool = HashMap<String, Vec<SendRequest<ProxyBody>>>;
+
 /// Every backend of a config, by name.
 #[derive(Clone, Default)]
 pub struct Backends {
@@ -136,7 +139,7 @@ pub struct Backend {
     queued: AtomicUsize,
     /// One pool per worker (`crate::workers::shard`): a connection's task runs
     /// on the worker that opened it, so only that worker reuses it.
-    http_idle: Box<[Mutex<HashMap<String, Vec<SendRequest<ProxyBody>>>>]>,
+    http_idle: Box<[Mutex<IdlePool>]>,
     /// This backend's request and error series.
     metrics: Arc<BackendMetrics>,
 }
@@ -336,7 +339,7 @@ impl Backend {
         }
     }
 
-    fn idle_pool(&self) -> &Mutex<HashMap<String, Vec<SendRequest<ProxyBody>>>> {
+    fn idle_pool(&self) -> &Mutex<IdlePool> {
         &self.http_idle[crate::workers::shard(self.http_idle.len())]
     }
 
