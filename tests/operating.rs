@@ -121,27 +121,30 @@ default-backend = "web"
     read_to_end(&mut raw).await;
 
     let admin = proxy.admin_addr().expect("the admin listener is bound");
-    // The access task counts a connection just after the client sees it close.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let metrics = loop {
-        let metrics = admin_get(admin, "/metrics").await;
-        if metrics.contains("sluice_connections_total{listener=\"metered\",protocol=\"forward-default\"} 1") {
-            break metrics;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{metrics}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    for line in [
+    let server_up = format!("sluice_backend_server_up{{backend=\"web\",server=\"{}\"}} 1", web.addr);
+    let expected = [
+        "sluice_connections_total{listener=\"metered\",protocol=\"forward-default\"} 1",
         "sluice_connections_total{listener=\"metered\",protocol=\"http\"} 3",
         "sluice_connections_total{listener=\"metered\",protocol=\"reply\"} 2",
         "sluice_sniff_verdicts_total{listener=\"metered\",verdict=\"reply\"} 2",
         "sluice_http_responses_total{listener=\"metered\",class=\"2xx\"} 3",
         "sluice_connections_active{listener=\"metered\"} 0",
-        &format!("sluice_backend_server_up{{backend=\"web\",server=\"{}\"}} 1", web.addr),
+        server_up.as_str(),
         "# TYPE sluice_plugin_decision_seconds histogram",
-    ] {
-        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    ];
+    // Each connection is counted just after its client sees it close, on
+    // whichever worker served it: wait until every count has landed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = admin_get(admin, "/metrics").await;
+        let missing: Vec<&str> = expected.iter().copied().filter(|line| !metrics.contains(line)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "missing {missing:?} in\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let metrics = admin_get(admin, "/metrics").await;
     assert!(metrics.contains("sluice_plugin_decision_seconds_count{plugin=\"path\",world=\"router\"}"));
 
     assert_eq!(admin_get(admin, "/healthz").await, "ok\n");

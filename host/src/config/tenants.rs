@@ -180,7 +180,14 @@ impl RawTenant {
         else {
             return Err(vec![Problem { field: String::new(), message: "incomplete tenant".into() }]);
         };
-        let route = PluginConfig { name: PluginName::new(format!("tenant.{name}")), source, settings_json, limits };
+        let route = PluginConfig {
+            name: PluginName::new(format!("tenant.{name}")),
+            source,
+            settings_json,
+            limits,
+            candidate: None,
+            capture: None,
+        };
         Ok(TenantConfig { name, file: path.to_path_buf(), names, certificates, backends, route, quotas })
     }
 }
