@@ -29,13 +29,15 @@ enum Action {
 }
 
 type Script = Arc<dyn Fn(usize, usize, &[u8]) -> Action + Send + Sync>;
+/// Every request a backend received: (connection index, the bytes).
+type Received = Arc<Mutex<Vec<(usize, Vec<u8>)>>>;
 
 /// A raw backend: every request it received (head and body bytes as they
 /// arrived), by connection; answers as its script says for
 /// (connection index, request index on that connection, request bytes).
 struct RawBackend {
     addr: SocketAddr,
-    requests: Arc<Mutex<Vec<(usize, Vec<u8>)>>>,
+    requests: Received,
     connections: Arc<Mutex<usize>>,
     /// Notified whenever the backend closes a connection.
     closed: Arc<Notify>,

@@ -135,6 +135,7 @@ async fn route(stage: &HttpStage, mut request: Request<Incoming>, log: &mut Requ
 /// Everything before the backend exchange, shared by hyper's path and the
 /// lean HTTP/1 path (`h1`): host answers, limits, the host rules and the
 /// route plugin's decision. `Err` is the response to send instead.
+#[allow(clippy::result_large_err, reason = "the Err is the response itself, built once and sent at once")]
 fn decide<B>(
     stage: &HttpStage,
     request: &mut Request<B>,
