@@ -36,15 +36,15 @@ fn plugin_test_runs_the_default_plugins_on_sample_input() {
     assert!(out.contains("then close") && out.contains("cross-domain-policy"), "{out}");
 
     let (_, out, _) = plugin_test(&[sniff, "--head", r"GET / HTTP/1.1\r\n"]);
-    assert_eq!(out, "verdict: http\n");
+    assert_eq!(out, "verdict: http\nmanifest: backends none\n");
     let (_, out, _) = plugin_test(&[sniff, "--head", "GET / HT"]);
-    assert_eq!(out, "verdict: need-more\n");
+    assert_eq!(out, "verdict: need-more\nmanifest: backends none\n");
     let (_, out, _) = plugin_test(&[sniff, "--head", "", "--complete", "--settings", r#"{"other-backend":"ssh"}"#]);
-    assert_eq!(out, "verdict: forward to backend `ssh`\n");
+    assert_eq!(out, "verdict: forward to backend `ssh`\nmanifest: backends ssh\n");
     let hello = std::env::temp_dir().join(format!("sluice-hello-{}.bin", std::process::id()));
     std::fs::write(&hello, testdata("tls-client-hello.bin")).unwrap();
     let (_, out, _) = plugin_test(&[sniff, "--head-file", hello.to_str().unwrap()]);
-    assert_eq!(out, "verdict: terminate-tls\n");
+    assert_eq!(out, "verdict: terminate-tls\nmanifest: backends none\n");
 
     let path = plugin_path("path");
     let path = path.to_str().unwrap();
@@ -60,9 +60,9 @@ fn plugin_test_runs_the_default_plugins_on_sample_input() {
         "192.0.2.7:5000",
     ]);
     assert!(ok, "{err}");
-    assert_eq!(out, "decision: forward to backend `io`\naffinity: 192.0.2.7\n");
+    assert_eq!(out, "decision: forward to backend `io`\naffinity: 192.0.2.7\nmanifest: backends io, web; reads no header\n");
     let (_, out, _) = plugin_test(&[path, "--settings", settings, "--request", "GET /", "--header", "host: a.test"]);
-    assert_eq!(out, "decision: forward to backend `web`\n");
+    assert_eq!(out, "decision: forward to backend `web`\nmanifest: backends io, web; reads no header\n");
 
     // Mistakes get precise messages and a failing exit code.
     let (ok, _, err) = plugin_test(&[sniff, "--head", r"\q"]);
