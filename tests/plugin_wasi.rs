@@ -140,8 +140,8 @@ fn plugin_test_prints_what_the_plugin_wrote_and_names_the_file() {
     assert!(ok, "{err}");
     assert_eq!(
         out,
-        "log: [stdout] wasi-guest says hello on stdout\nlog: [stderr] wasi-guest says hello on stderr\n\
-         verdict: forward-default\n"
+        "verdict: forward-default\nmanifest: backends none\n\
+         log: [stdout] wasi-guest says hello on stdout\nlog: [stderr] wasi-guest says hello on stderr\n"
     );
     let (ok, out, err) = plugin_test(&guest, &["--head", "PANIC"]);
     assert!(!ok && out.contains("wasi-guest panicked on purpose"), "{out}");
