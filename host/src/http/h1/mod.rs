@@ -42,14 +42,24 @@ pub struct Buffered<S> {
 
 /// How much a read asks for at least.
 const READ_SIZE: usize = 16 * 1024;
+/// What the first read into an empty client buffer asks for: a request head
+/// usually fits, and an idle keep-alive connection holds no more than this.
+const FIRST_READ: usize = 2 * 1024;
 
 impl<S: AsyncRead + Unpin> Buffered<S> {
-    pub fn new(io: S, mut buf: Vec<u8>) -> Self {
+    pub fn new(io: S, buf: Vec<u8>) -> Self {
         let end = buf.len();
-        if buf.capacity() < READ_SIZE {
-            buf.reserve(READ_SIZE - end);
-        }
         Self { io, buf, start: 0, end }
+    }
+
+    /// Between requests, with nothing buffered: give back a buffer that grew
+    /// for a large head or body, so an idle connection stays small.
+    pub fn release(&mut self) {
+        if self.start == self.end && self.buf.len() > FIRST_READ {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
     }
 
     /// A buffer kept from an earlier stream, holding nothing yet (its
@@ -74,13 +84,14 @@ impl<S: AsyncRead + Unpin> Buffered<S> {
 
     /// Read more; `Ok(0)` at the end of the stream.
     pub async fn fill(&mut self) -> io::Result<usize> {
-        if self.start > 0 && self.buf.len() - self.end < READ_SIZE {
+        let want = if self.end == 0 && self.buf.len() <= FIRST_READ { FIRST_READ } else { READ_SIZE };
+        if self.start > 0 && self.buf.len() - self.end < want {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.len() - self.end < READ_SIZE {
-            self.buf.resize(self.end + READ_SIZE, 0);
+        if self.buf.len() - self.end < want {
+            self.buf.resize(self.end + want, 0);
         }
         let n = self.io.read(&mut self.buf[self.end..]).await?;
         self.end += n;

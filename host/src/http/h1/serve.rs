@@ -34,6 +34,11 @@ where
     let mut client = Buffered::new(stream, prefix);
     let mut out = Vec::with_capacity(1024);
     loop {
+        // Waiting for the next request holds only small buffers (issue 19).
+        client.release();
+        if out.capacity() > 4 * 1024 {
+            out = Vec::with_capacity(1024);
+        }
         let next = tokio::time::timeout(config.header_timeout, next_request(&mut client, config.max_header_bytes));
         let head = match next.await {
             Err(_) => return Served::Done(Err("read header from client timeout".into())),
