@@ -60,7 +60,10 @@ fn plugin_test_runs_the_default_plugins_on_sample_input() {
         "192.0.2.7:5000",
     ]);
     assert!(ok, "{err}");
-    assert_eq!(out, "decision: forward to backend `io`\naffinity: 192.0.2.7\nmanifest: backends io, web; reads no header\n");
+    assert_eq!(
+        out,
+        "decision: forward to backend `io`\naffinity: 192.0.2.7\nmanifest: backends io, web; reads no header\n"
+    );
     let (_, out, _) = plugin_test(&[path, "--settings", settings, "--request", "GET /", "--header", "host: a.test"]);
     assert_eq!(out, "decision: forward to backend `web`\nmanifest: backends io, web; reads no header\n");
 
