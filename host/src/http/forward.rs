@@ -15,7 +15,7 @@ use super::client_body;
 use super::headers::{self, add_forwarded, apply_edits, remove_hop_by_hop};
 use super::{HttpStage, ProxyBody, RequestLog, error_response};
 use crate::backend::{ActiveGuard, Backend, BackendError, Server};
-use crate::config::HashKey;
+use crate::config::{HashKey, StickyCookie};
 use crate::metrics::http::{BackendErrorKind, Counted};
 use crate::plugin::ForwardTo;
 use crate::proxy_protocol::{self, ProxiedAddrs};
@@ -149,17 +149,7 @@ pub(super) async fn forward(
         && pinned.as_deref() != Some(server.cookie_id.as_str())
     {
         // First visit, or the pinned server is gone: pin the client to this one.
-        let mut cookie = format!("{}={}; Path={}", sticky.name, server.cookie_id, sticky.path);
-        if sticky.http_only {
-            cookie.push_str("; HttpOnly");
-        }
-        if sticky.secure {
-            cookie.push_str("; Secure");
-        }
-        if let Some(same_site) = &sticky.same_site {
-            cookie.push_str("; SameSite=");
-            cookie.push_str(same_site);
-        }
+        let cookie = sticky_set_cookie(sticky, &server.cookie_id);
         if let Ok(value) = HeaderValue::from_str(&cookie) {
             response.headers_mut().append(header::SET_COOKIE, value);
         }
@@ -236,6 +226,22 @@ impl hyper::body::Body for GuardedBody {
 }
 
 /// The value of cookie `name` in the request's Cookie headers.
+/// The `Set-Cookie` value that pins a client to the server `cookie_id`.
+pub(super) fn sticky_set_cookie(sticky: &StickyCookie, cookie_id: &str) -> String {
+    let mut cookie = format!("{}={}; Path={}", sticky.name, cookie_id, sticky.path);
+    if sticky.http_only {
+        cookie.push_str("; HttpOnly");
+    }
+    if sticky.secure {
+        cookie.push_str("; Secure");
+    }
+    if let Some(same_site) = &sticky.same_site {
+        cookie.push_str("; SameSite=");
+        cookie.push_str(same_site);
+    }
+    cookie
+}
+
 pub(super) fn cookie_value(headers: &http::HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)

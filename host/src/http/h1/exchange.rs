@@ -13,7 +13,7 @@ use super::parse::{self, Body, HeadError, ResponseHead};
 use super::{Buffered, Sink, pool};
 use crate::backend::{ActiveGuard, Backend, BackendError, Server};
 use crate::config::HashKey;
-use crate::http::forward::cookie_value;
+use crate::http::forward::{cookie_value, sticky_set_cookie};
 use crate::http::headers::{self, add_forwarded, apply_edits, remove_hop_by_hop};
 use crate::http::{HttpStage, ProxyBody, RequestLog, error_response};
 use crate::metrics::http::BackendErrorKind;
@@ -156,18 +156,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     let set_cookie =
         config.sticky_cookie.as_ref().filter(|_| pinned.as_deref() != Some(server.cookie_id.as_str())).map(|sticky| {
             // First visit, or the pinned server is gone: pin the client to this one.
-            let mut cookie = format!("{}={}; Path={}", sticky.name, server.cookie_id, sticky.path);
-            if sticky.http_only {
-                cookie.push_str("; HttpOnly");
-            }
-            if sticky.secure {
-                cookie.push_str("; Secure");
-            }
-            if let Some(same_site) = &sticky.same_site {
-                cookie.push_str("; SameSite=");
-                cookie.push_str(same_site);
-            }
-            cookie
+            sticky_set_cookie(sticky, &server.cookie_id)
         });
     log.server = Some(server.addr.clone());
     Ok(Answered {
