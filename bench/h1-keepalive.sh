@@ -6,7 +6,7 @@
 #
 # Usage: bench/h1-keepalive.sh [--sluice BIN]... [--duration S] [--connections N] [--perf DIR]
 #   --sluice BIN   a sluice binary to measure (repeatable: before/after builds side by side)
-#   --perf DIR     also record `perf record -g` of each sluice run into DIR
+#   --perf DIR     also record `perf record -g` of HAProxy's and each sluice run into DIR
 # Wrap it in `flock /work/bench.lock` on a shared machine. Only 127.0.0.1 is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +35,9 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 TICK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }
+# TCP segments sent by the whole machine (loopback: every segment of the run).
+out_segments() { awk '/^Tcp:/ { n++; if (n == 2) print $12 }' /proc/net/snmp; }
 
 BACKEND=$(free_port)
 cat > "$DIR/nginx.conf" <<EOF
@@ -78,20 +81,26 @@ wait_port "$HAPROXY"
 
 # One wrk run against 127.0.0.1:$2; prints "name req/s cpu-µs/request".
 measure() {
-    local name=$1 port=$2 pid=$3 before after out requests rate
+    local name=$1 port=$2 pid=$3 before after sys_before sys_after segs_before segs_after out requests rate
     wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$port/" >/dev/null  # warm the pools
-    before=$(cpu_ticks "$pid")
+    before=$(cpu_ticks "$pid"); sys_before=$(sys_ticks "$pid"); segs_before=$(out_segments)
     out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "http://127.0.0.1:$port/")
-    after=$(cpu_ticks "$pid")
+    after=$(cpu_ticks "$pid"); sys_after=$(sys_ticks "$pid"); segs_after=$(out_segments)
     requests=$(awk '/requests in/ {print $1}' <<<"$out")
     rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     if grep -q 'Non-2xx\|Socket errors' <<<"$out"; then echo "  ($name: $(grep 'Non-2xx\|Socket errors' <<<"$out" | tr '\n' ' '))"; fi
-    awk -v n="$name" -v r="$rate" -v q="$requests" -v c=$((after - before)) -v t="$TICK" \
-        'BEGIN { printf "%-34s %10.0f req/s %8.1f µs CPU/request\n", n, r, c * 1e6 / t / q }'
+    awk -v n="$name" -v r="$rate" -v q="$requests" -v c=$((after - before)) -v s=$((sys_after - sys_before)) -v t="$TICK" -v g=$((segs_after - segs_before)) \
+        'BEGIN { printf "%-34s %10.0f req/s %8.1f µs CPU/request (%.1f in the kernel), %.2f TCP segments/request\n", n, r, c * 1e6 / t / q, s * 1e6 / t / q, g / q }'
 }
 
 echo "uptime: $(uptime)"
+if [[ -n $PERF_DIR ]]; then
+    mkdir -p "$PERF_DIR"
+    perf record -g -o "$PERF_DIR/haproxy.data" -p "$HAPROXY_PID" -- sleep "$((DURATION + 1))" >/dev/null 2>&1 &
+    perf_pid=$!
+fi
 measure "haproxy (http mode, nbthread 1)" "$HAPROXY" "$HAPROXY_PID"
+[[ -z $PERF_DIR ]] || wait "$perf_pid" || true
 for i in "${!SLUICES[@]}"; do
     bin=${SLUICES[$i]}
     port=$(free_port)
@@ -114,7 +123,7 @@ builtin = "path"
 [plugins.path.settings]
 default-backend = "web"
 EOF
-    RUST_LOG=warn "$bin" run --config "$DIR/sluice$i.toml" --threads 1 --no-watch > "$DIR/sluice$i.log" 2>&1 & PIDS+=($!)
+    SLUICE_LOG=warn "$bin" run --config "$DIR/sluice$i.toml" --threads 1 --no-watch > "$DIR/sluice$i.log" 2>&1 & PIDS+=($!)
     pid=$!
     wait_port "$port"
     if [[ -n $PERF_DIR ]]; then

@@ -54,6 +54,7 @@ pub mod reload;
 pub mod sniff;
 pub mod state;
 pub mod tenant;
+pub mod text;
 pub mod tls;
 pub mod workers;
 

@@ -3,7 +3,7 @@
 //! edits, and the request head handed to the route plugin.
 
 use crate::config::ForwardedHeaders;
-use crate::plugin::{ConnFacts, RouteRequest};
+use crate::plugin::{ConnFacts, HeaderInterest, RouteRequest};
 use http::Request;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
@@ -54,8 +54,9 @@ pub fn authority<B>(request: &Request<B>) -> Option<String> {
         .or_else(|| request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string))
 }
 
-/// The request head as the route plugin sees it.
-pub fn route_request<B>(request: &Request<B>) -> RouteRequest {
+/// The request head as the route plugin sees it, with only the headers
+/// `interest` names copied (the rest would be dropped before the call).
+pub fn route_request<B>(request: &Request<B>, interest: &HeaderInterest) -> RouteRequest {
     RouteRequest {
         method: request.method().as_str().to_string(),
         path: request.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".to_string()),
@@ -63,6 +64,7 @@ pub fn route_request<B>(request: &Request<B>) -> RouteRequest {
         headers: request
             .headers()
             .iter()
+            .filter(|(name, _)| interest.wants(name.as_str()))
             .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
             .collect(),
     }
@@ -96,7 +98,16 @@ pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnFacts, host: Option<&st
     let client_ip = conn.client_addr.ip();
     let proto = if conn.tls.is_some() { "https" } else { "http" };
     if forwarded.x_forwarded_for {
-        append_list(headers, "x-forwarded-for", &client_ip.to_string());
+        if headers.contains_key("x-forwarded-for") {
+            append_list(headers, "x-forwarded-for", &client_ip.to_string());
+        } else {
+            // The common case, on every request: one allocation.
+            let mut ip = Vec::with_capacity(46);
+            crate::text::push_ip(&mut ip, client_ip);
+            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip)) {
+                headers.insert("x-forwarded-for", value);
+            }
+        }
     }
     if forwarded.x_forwarded_proto {
         headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));

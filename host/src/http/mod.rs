@@ -34,7 +34,7 @@ pub use serve::serve;
 use crate::access_log::{RequestHead, Served, request_id};
 use crate::config::Fallback;
 use crate::metrics::http::BackendMetrics;
-use crate::plugin::{ConnFacts, ForwardTo, RouteDecision, Router, SyntheticResponse};
+use crate::plugin::{ConnFacts, ForwardTo, HeaderInterest, RouteDecision, Router, SyntheticResponse};
 use crate::state::{ListenerPlan, Snapshot};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -170,7 +170,12 @@ fn decide<B>(
             }
         }
     }
-    let route_request = headers::route_request(request);
+    // A tenant's plugin filters what it reads itself; an experiment's manifest asks for every header.
+    let interest = match &log.tenant {
+        Some(_) => &HeaderInterest::All,
+        None => &stage.router.manifest().headers,
+    };
+    let route_request = headers::route_request(request, interest);
     let picked = match &log.tenant {
         Some(tenant) => match crate::tenant::http::decide(tenant, &stage.facts, &route_request) {
             Ok(decision) => Ok(decision),

@@ -8,6 +8,7 @@
 //! `retry-idempotent`). A request whose bytes may have been read is never
 //! sent twice otherwise.
 
+use super::deadline::Deadline;
 use super::framing::{self, RelayError};
 use super::parse::{self, Body, HeadError, ResponseHead};
 use super::{Buffered, Sink, pool};
@@ -59,10 +60,10 @@ enum SendError {
 pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     stage: &HttpStage,
     client: &mut Buffered<S>,
-    mut request: Request<()>,
-    body: Body,
+    (mut request, body): (Request<()>, Body),
     to: ForwardTo,
     log: &mut RequestLog,
+    deadline: &mut Deadline,
 ) -> Result<Answered, Response<ProxyBody>> {
     log.backend = Some(to.backend.to_string());
     // A tenant's decision names a backend of its own namespace (checked in `tenant::http::decide`).
@@ -126,7 +127,7 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let timeout = config.response_timeout;
     let (response, server, guard, connection, poolable, bytes_in) =
-        match tokio::time::timeout(timeout, attempt.send(client, (&order, keyed))).await {
+        match deadline.within(timeout, attempt.send(client, (&order, keyed))).await {
             Ok(Ok(sent)) => sent,
             Ok(Err(SendError::Connect(e))) if e.is_unavailable() => {
                 backend.metrics().error(BackendErrorKind::Unavailable);
@@ -232,7 +233,8 @@ impl Attempt<'_> {
             let (at, guard) =
                 backend.reserve(&candidates, only_first).await.map_err(|e| backend.unreachable_or(e, &failures))?;
             let server = candidates.remove(at);
-            let mut pooled = if self.proxy_header.is_none() { pool::take(server.socket) } else { None };
+            let mut pooled =
+                if self.proxy_header.is_none() { pool::take(server.socket, self.replayable) } else { None };
             loop {
                 let was_pooled = pooled.is_some();
                 let stream = match pooled.take() {

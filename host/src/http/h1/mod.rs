@@ -19,7 +19,9 @@
 //! - [`pool`]: idle backend connections, per thread.
 //! - [`exchange`]: one request to a backend and its response head.
 //! - [`serve`]: the connection loop.
+//! - [`deadline`]: the per-connection timers.
 
+mod deadline;
 mod exchange;
 mod framing;
 mod parse;
@@ -153,17 +155,4 @@ impl Sink {
     }
 }
 
-/// `n` in decimal, without the formatting machinery (on every head).
-pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
+pub use crate::text::push_decimal;

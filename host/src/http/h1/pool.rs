@@ -1,7 +1,13 @@
 //! Idle keep-alive backend connections, per thread and per server address:
-//! no lock, no task per connection. A connection is checked before reuse
-//! (one non-blocking peek): one the server closed while it sat idle, or
-//! that has bytes nobody asked for, is dropped rather than used.
+//! no lock, no task per connection. A connection is checked before reuse:
+//! one the server closed while it sat idle, or that has bytes nobody asked
+//! for, is dropped rather than used.
+//!
+//! The check costs a `recv(MSG_PEEK)` only when it must be certain. For a
+//! request that may be sent again (idempotent, no body) the event loop's
+//! word is enough: a connection with no read event since its last response
+//! is taken without a system call, and if the server closed it a moment ago
+//! the exchange fails before any answer and is sent again on a new one.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -34,12 +40,13 @@ pub fn give_back(buffer: Vec<u8>) {
     });
 }
 
-/// An idle connection to `server` that still looks open.
-pub fn take(server: SocketAddr) -> Option<TcpStream> {
+/// An idle connection to `server` that still looks open; `replayable`:
+/// the request can be sent again if the connection turns out closed.
+pub fn take(server: SocketAddr, replayable: bool) -> Option<TcpStream> {
     IDLE.with_borrow_mut(|idle| {
         let streams = idle.get_mut(&server)?;
         while let Some(stream) = streams.pop() {
-            if still_open(&stream) {
+            if (replayable && !read_event_since_idle(&stream)) || still_open(&stream) {
                 return Some(stream);
             }
         }
@@ -55,6 +62,13 @@ pub fn put(server: SocketAddr, stream: TcpStream) {
             streams.push(stream);
         }
     });
+}
+
+/// Whether the event loop saw the socket readable (data or a close) since
+/// the last read cleared its readiness; no system call.
+fn read_event_since_idle(stream: &TcpStream) -> bool {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    stream.poll_read_ready(&mut context).is_ready()
 }
 
 /// Nothing to read and not closed: a peek that would block.

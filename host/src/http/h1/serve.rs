@@ -2,6 +2,7 @@
 //! wait in the buffer, so answers go out in order), each head within
 //! `header-timeout`, each request logged and counted as on hyper's path.
 
+use super::deadline::Deadline;
 use super::exchange::{self, Answered};
 use super::framing::{self, RelayError};
 use super::parse::{self, Body, HeadError, MAX_HEADERS, RequestHead};
@@ -33,14 +34,15 @@ where
     let (prefix, stream) = io.into_parts();
     let mut client = Buffered::new(stream, prefix);
     let mut out = Vec::with_capacity(1024);
+    let mut deadlines = Deadlines { head: Deadline::new(), response: Deadline::new() };
     loop {
         // Waiting for the next request holds only small buffers (issue 19).
         client.release();
         if out.capacity() > 4 * 1024 {
             out = Vec::with_capacity(1024);
         }
-        let next = tokio::time::timeout(config.header_timeout, next_request(&mut client, config.max_header_bytes));
-        let head = match next.await {
+        let next = next_request(&mut client, config.max_header_bytes);
+        let head = match deadlines.head.within(config.header_timeout, next).await {
             Err(_) => return Served::Done(Err("read header from client timeout".into())),
             Ok(Ok(Some(head))) => head,
             Ok(Ok(None)) => return Served::Done(Ok(())),
@@ -62,7 +64,7 @@ where
             }
             Ok(Err(Refused::Io(e))) => return Served::Done(Err(e)),
         };
-        match request(stage, &mut client, head, &mut out).await {
+        match request(stage, &mut client, head, &mut out, &mut deadlines.response).await {
             Ok(true) => {}
             Ok(false) => {
                 let _ = client.io.shutdown().await;
@@ -91,6 +93,12 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut client: Buffered<S>, answ
         }
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+}
+
+/// The connection's two timers, each reset per request (see [`Deadline`]).
+struct Deadlines {
+    head: Deadline,
+    response: Deadline,
 }
 
 enum Refused {
@@ -133,6 +141,7 @@ async fn request<S>(
     client: &mut Buffered<S>,
     head: RequestHead,
     out: &mut Vec<u8>,
+    response_deadline: &mut Deadline,
 ) -> Result<bool, String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -145,7 +154,7 @@ where
     let access = access_log.enabled().then(|| AccessHead::capture(&request));
     let mut log = RequestLog { route: "none", ..RequestLog::default() };
     let answered = match decide(stage, &mut request, &mut log) {
-        Ok(to) => exchange::forward(stage, client, request, body, to, &mut log).await,
+        Ok(to) => exchange::forward(stage, client, (request, body), to, &mut log, response_deadline).await,
         Err(response) => Err(response),
     };
     let duration = started.elapsed();

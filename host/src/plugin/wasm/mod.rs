@@ -24,6 +24,7 @@ pub mod contract;
 mod host;
 pub mod output;
 pub mod router;
+mod scratch;
 pub mod sniffer;
 pub mod wasi;
 

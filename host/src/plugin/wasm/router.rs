@@ -6,7 +6,7 @@ use super::host::router_world::exports::sluice::plugin::route as wit_route;
 use super::host::router_world::exports::sluice::plugin::setup as wit_setup;
 use super::host::v0_1::router_world as v0_1;
 use super::host::{HostState, router_world, wit};
-use super::{LoadError, Loaded, Runtime, World, wit_connection, wit_connection_v0_1};
+use super::{LoadError, Loaded, Runtime, World, scratch, wit_connection_v0_1};
 use crate::config::PluginLimits;
 use crate::names::{BackendName, PluginName};
 use crate::plugin::{
@@ -104,23 +104,16 @@ fn pick(
     request: &RouteRequest,
     interest: &HeaderInterest,
 ) -> wasmtime::Result<RouteDecision> {
-    let headers = request
-        .headers
-        .iter()
-        .filter(|(name, _)| interest.wants(name))
-        .map(|(name, value)| wit::Header { name: name.clone(), value: value.clone() });
     match bindings {
-        RouterBindings::V0_2(bindings) => {
-            let request = wit_route::Request {
-                method: request.method.clone(),
-                path: request.path.clone(),
-                authority: request.authority.clone(),
-                headers: headers.collect(),
-                conn: wit_connection(conn),
-            };
-            bindings.sluice_plugin_route().call_pick(store, &request).map(RouteDecision::from)
-        }
+        RouterBindings::V0_2(bindings) => scratch::with_request(conn, request, interest, |request| {
+            bindings.sluice_plugin_route().call_pick(store, request).map(RouteDecision::from)
+        }),
         RouterBindings::V0_1(bindings) => {
+            let headers = request
+                .headers
+                .iter()
+                .filter(|(name, _)| interest.wants(name))
+                .map(|(name, value)| wit::Header { name: name.clone(), value: value.clone() });
             use v0_1::exports::sluice::plugin::route as old;
             let request = old::Request {
                 method: request.method.clone(),

@@ -1,0 +1,142 @@
+//! The route request record, refilled in place for every call on a thread.
+//!
+//! wasmtime lowers a request from the bindings' owned record. Building that
+//! record anew for every decision costs a dozen allocations and two address
+//! formattings; refilling one kept per thread reuses every string's and
+//! list's capacity, so lowering a request allocates nothing on the host.
+
+use super::host::router_world::exports::sluice::plugin::route as wit_route;
+use super::host::wit;
+use crate::plugin::{ConnFacts, HeaderInterest, RouteRequest};
+use crate::text;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+
+thread_local! {
+    static REQUEST: RefCell<wit_route::Request> = RefCell::new(empty());
+}
+
+/// Call `f` with `request` as the plugin sees it: the connection facts and
+/// only the headers it reads.
+pub fn with_request<T>(
+    conn: &ConnFacts,
+    request: &RouteRequest,
+    interest: &HeaderInterest,
+    f: impl FnOnce(&wit_route::Request) -> T,
+) -> T {
+    REQUEST.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut record) => {
+            fill(&mut record, conn, request, interest);
+            f(&record)
+        }
+        // A call inside a call on this thread (none today): a record of its own.
+        Err(_) => {
+            let mut record = empty();
+            fill(&mut record, conn, request, interest);
+            f(&record)
+        }
+    })
+}
+
+fn empty() -> wit_route::Request {
+    wit_route::Request {
+        method: String::new(),
+        path: String::new(),
+        authority: None,
+        headers: Vec::new(),
+        conn: wit::Connection {
+            tenant: None,
+            listener: String::new(),
+            client_addr: String::new(),
+            local_addr: String::new(),
+            tls: None,
+            hello: None,
+        },
+    }
+}
+
+fn fill(record: &mut wit_route::Request, conn: &ConnFacts, request: &RouteRequest, interest: &HeaderInterest) {
+    set(&mut record.method, &request.method);
+    set(&mut record.path, &request.path);
+    set_option(&mut record.authority, request.authority.as_deref());
+    let mut used = 0;
+    for (name, value) in request.headers.iter().filter(|(name, _)| interest.wants(name)) {
+        match record.headers.get_mut(used) {
+            Some(header) => {
+                set(&mut header.name, name);
+                header.value.clear();
+                header.value.extend_from_slice(value);
+            }
+            None => record.headers.push(wit::Header { name: name.clone(), value: value.clone() }),
+        }
+        used += 1;
+    }
+    record.headers.truncate(used);
+    let facts = &mut record.conn;
+    set_option(&mut facts.tenant, conn.tenant.as_deref());
+    set(&mut facts.listener, conn.listener.as_str());
+    set_addr(&mut facts.client_addr, conn.client_addr);
+    set_addr(&mut facts.local_addr, conn.local_addr);
+    // Only on TLS connections, and small: rebuilt.
+    facts.tls =
+        conn.tls.as_ref().map(|tls| wit::TlsInfo { server_name: tls.server_name.clone(), alpn: tls.alpn.clone() });
+    facts.hello = conn
+        .hello
+        .as_ref()
+        .map(|hello| wit::TlsHello { server_name: hello.server_name.clone(), alpn: hello.alpn.clone() });
+}
+
+fn set(to: &mut String, from: &str) {
+    to.clear();
+    to.push_str(from);
+}
+
+fn set_option(to: &mut Option<String>, from: Option<&str>) {
+    match (to.as_mut(), from) {
+        (Some(to), Some(from)) => set(to, from),
+        (None, Some(from)) => *to = Some(from.to_string()),
+        (_, None) => *to = None,
+    }
+}
+
+fn set_addr(to: &mut String, addr: SocketAddr) {
+    text::rewrite(to, |out| text::push_socket_addr(out, addr));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::ListenerName;
+
+    #[test]
+    fn a_refilled_record_holds_only_this_request() {
+        let mut conn = ConnFacts::probe();
+        conn.listener = ListenerName::new("public");
+        let header = |name: &str, value: &str| (name.to_string(), value.as_bytes().to_vec());
+        let first = RouteRequest {
+            method: "POST".into(),
+            path: "/a/long/path?with=query".into(),
+            authority: Some("example.test".into()),
+            headers: vec![header("host", "example.test"), header("cookie", "a=1"), header("x-extra", "1")],
+        };
+        let second = RouteRequest {
+            method: "GET".into(),
+            path: "/".into(),
+            authority: None,
+            headers: vec![header("cookie", "b=2")],
+        };
+        let mut record = empty();
+        fill(&mut record, &conn, &first, &HeaderInterest::All);
+        assert_eq!(record.headers.len(), 3);
+        conn.tenant = Some("acme".into());
+        fill(&mut record, &conn, &second, &HeaderInterest::All);
+        assert_eq!((record.method.as_str(), record.path.as_str(), record.authority.as_deref()), ("GET", "/", None));
+        assert_eq!(record.headers.len(), 1);
+        assert_eq!((record.headers[0].name.as_str(), record.headers[0].value.as_slice()), ("cookie", &b"b=2"[..]));
+        assert_eq!((record.conn.listener.as_str(), record.conn.tenant.as_deref()), ("public", Some("acme")));
+        let only_host = HeaderInterest::Only(vec!["host".into()]);
+        fill(&mut record, &conn, &first, &only_host);
+        assert_eq!(record.headers.len(), 1);
+        assert_eq!(record.headers[0].name, "host");
+    }
+}
