@@ -210,8 +210,18 @@ pub async fn serve(
     report.tls_server_name = tls_facts.server_name.clone();
     facts.tls = Some(tls_facts);
     facts.hello = None;
-    match serve_stream(TlsStreamHalves(stream), &facts, (snapshot, plan, spawner), Vec::new(), &mut None, &mut report)
-        .await
+    // Boxed, as every stage below that not every connection reaches: a task's
+    // future is allocated whole for its life, so an idle connection would
+    // otherwise hold the largest stage's state (docs/PERFORMANCE.md, idle memory).
+    match Box::pin(serve_stream(
+        TlsStreamHalves(stream),
+        &facts,
+        (snapshot, plan, spawner),
+        Vec::new(),
+        &mut None,
+        &mut report,
+    ))
+    .await
     {
         Step::Done => report,
         Step::TerminateTls { .. } => report.ended(Outcome::Misrouted("terminate-tls inside TLS".into())),
@@ -314,7 +324,7 @@ where
         let Some(backend) = snapshot.backends.get(&backend_name) else {
             return report.end(Outcome::Misrouted(format!("the plugin chose an unknown backend `{backend_name}`")));
         };
-        forward(client, sniffed.head, (snapshot, plan, backend), facts, report).await;
+        Box::pin(forward(client, sniffed.head, (snapshot, plan, backend), facts, report)).await;
         return Step::Done;
     }
 }

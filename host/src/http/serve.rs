@@ -31,7 +31,6 @@ pub async fn serve<S>(io: PrefixedIo<S>, stage: Arc<HttpStage>) -> Result<(), St
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let config = &stage.plan.config;
     let head = io.unread_prefix();
     if !head.is_empty() && !H2_PREFACE.starts_with(&head[..head.len().min(H2_PREFACE.len())]) {
         // Certainly HTTP/1: the lean path serves what it can, hyper the rest.
@@ -39,23 +38,41 @@ where
             super::h1::Served::Done(result) => return result,
             super::h1::Served::Handover(io) => io,
         };
-        // Served by hyper's own HTTP/1 connection rather than the
-        // auto-detecting one, whose private wrapper would hide our stream type from
-        // an upgraded connection. A WebSocket tunnel can then take the client's TCP
-        // socket back and splice it (see `forward::tunnel`).
-        let handler = stage.clone();
-        let service = service_fn(move |request| {
-            let stage = handler.clone();
-            async move { Ok::<_, Infallible>(handle(&stage, request).await) }
-        });
-        let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.header_timeout)
-            .max_buf_size(config.max_header_bytes)
-            .half_close(true);
-        return http1.serve_connection(TokioIo::new(io), service).with_upgrades().await.map_err(|e| e.to_string());
+        return Box::pin(serve_handed_over(io, stage)).await;
     }
+    Box::pin(serve_auto(io, stage)).await
+}
+
+/// HTTP/1 the lean path handed over (an upgrade, `Expect`, HTTP/1.0 …).
+async fn serve_handed_over<S>(io: PrefixedIo<S>, stage: Arc<HttpStage>) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &stage.plan.config;
+    // Served by hyper's own HTTP/1 connection rather than the
+    // auto-detecting one, whose private wrapper would hide our stream type from
+    // an upgraded connection. A WebSocket tunnel can then take the client's TCP
+    // socket back and splice it (see `forward::tunnel`).
+    let handler = stage.clone();
+    let service = service_fn(move |request| {
+        let stage = handler.clone();
+        async move { Ok::<_, Infallible>(handle(&stage, request).await) }
+    });
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .max_buf_size(config.max_header_bytes)
+        .half_close(true);
+    http1.serve_connection(TokioIo::new(io), service).with_upgrades().await.map_err(|e| e.to_string())
+}
+
+/// HTTP/2, or HTTP/1 not told apart yet: hyper's auto-detecting connection.
+async fn serve_auto<S>(io: PrefixedIo<S>, stage: Arc<HttpStage>) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &stage.plan.config;
     // HTTP/2 (or not known yet): every request is in flight from its head to
     // the end of its response body, for the idle watchdog.
     let activity = Activity::new();
