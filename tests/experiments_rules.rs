@@ -286,3 +286,30 @@ settings = {{ default-backend = "a", rules = [{{ path-prefix = "/api/", backend 
     assert_eq!(get(web, "/other", "x-user: user-1\r\n").await.1.as_deref(), Some("a"));
     proxy.stop().await;
 }
+
+/// Why `config` does not start (it must not).
+async fn start_error(config: &str) -> String {
+    let config =
+        sluice::Config::parse(config, &common::repo_root().join("test.toml")).unwrap_or_else(|e| panic!("{e}"));
+    match sluice::App::bind(config).await {
+        Ok(_) => panic!("started despite a broken split"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn a_split_to_an_unknown_backend_or_on_an_impossible_key_stops_the_start() {
+    let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:9".parse().unwrap(), "127.0.0.1:9".parse().unwrap());
+    let tables = |split: &str, key: &str| {
+        format!(
+            r#"[plugins.badsplit]
+builtin = "path"
+settings = {{ default-backend = "a", rules = [{{ path-prefix = "/", backend = "a", split = [{{ backend = "{split}", percent = 5 }}], split-key = {key} }}] }}
+"#
+        )
+    };
+    let error = start_error(&route_config("badsplit", a, b, &tables("c", "\"client-ip\""))).await;
+    assert!(error.contains("backend `c`, which is not defined"), "{error}");
+    let error = start_error(&route_config("badsplit", a, b, &tables("b", "{ header = \"x user\" }"))).await;
+    assert!(error.contains("split-key: \"x user\" is not a valid header name"), "{error}");
+}
