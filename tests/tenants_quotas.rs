@@ -1,6 +1,9 @@
 //! Tenant features a user reaches through the running proxy (docs/TENANTS.md):
 //! the `max-connections` quota on real keep-alive connections, and tenants
 //! added and removed by dropping files into the watched tenant directory.
+//!
+//! Each test names its tenants uniquely: the metrics registry is
+//! process-wide and the tests run in parallel.
 
 mod common;
 
@@ -9,6 +12,7 @@ use common::{admin_get, read_to_end};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use sluice::reload::ReloadHandle;
 use sluice::{App, Config};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +26,7 @@ struct Site {
     dir: PathBuf,
     addr: SocketAddr,
     admin: SocketAddr,
+    reload: ReloadHandle,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -37,12 +42,12 @@ impl Site {
         }
         let config = Config::load(&dir.join("sluice.toml")).unwrap_or_else(|e| panic!("{e}"));
         let app = App::bind(config).await.unwrap_or_else(|e| panic!("{e}"));
-        let (addr, admin) = (app.local_addr("main").unwrap(), app.admin_addr().unwrap());
+        let (addr, admin, reload) = (app.local_addr("main").unwrap(), app.admin_addr().unwrap(), app.reload_handle());
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.with_watch(watch).run(async {
             let _ = stopped.await;
         }));
-        Site { dir, addr, admin, stop: Some(stop) }
+        Site { dir, addr, admin, reload, stop: Some(stop) }
     }
 
     fn tenant_path(&self, file: &str) -> PathBuf {
@@ -210,6 +215,49 @@ async fn a_tenant_at_its_connection_quota_refuses_the_next_connection_until_one_
     assert_eq!(field(body(&response), "backend"), Some("capped"));
     assert_eq!(send(&mut second, "capped.test", "/second-still").await.0, 200);
     assert_eq!(site.metric(exceeded).await, 1, "nothing else was refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_tenant_file_keeps_counting_the_connections_already_open() {
+    let backend = http_backend("resized").await;
+    let resized = |tag: &str, max: u32| {
+        tenant(&["resized.test"], backend.addr, tag, &format!("[quotas]\nmax-connections = {max}"))
+    };
+    let site = Site::start("reloaded", MAIN_NO_ROUTE, &[("resized.toml", resized("v1", 2))], false).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut sender = keep_alive(site.addr).await;
+        assert_eq!(send(&mut sender, "resized.test", "/").await.0, 200);
+        held.push(sender);
+    }
+
+    // A new version of the tenant (its plugin settings changed): the two open connections still count.
+    std::fs::write(site.tenant_path("resized.toml"), resized("v2", 2)).unwrap();
+    site.reload.reload().await.expect("reload");
+    assert_eq!(site.reload.status().failures, 0, "{:?}", site.reload.status());
+    let refused = get_once(site.addr, "resized.test", "/third").await;
+    assert_eq!(status_code(&refused), 503, "a reload is no way around the quota: {refused}");
+    let status = site.status().await;
+    assert_eq!(tenant_status(&status, "resized").unwrap()["usage"]["open_connections"], 2, "{status:#}");
+
+    // A raised quota applies to the connections already open.
+    std::fs::write(site.tenant_path("resized.toml"), resized("v3", 3)).unwrap();
+    site.reload.reload().await.expect("reload");
+    let third = get_once(site.addr, "resized.test", "/third").await;
+    assert_eq!(status_code(&third), 200, "{third}");
+    assert_eq!(field(body(&third), "x-routed-by"), Some("v3"));
+
+    // A lowered one too: with two open and a quota of one, a new connection waits for both to close.
+    std::fs::write(site.tenant_path("resized.toml"), resized("v4", 1)).unwrap();
+    site.reload.reload().await.expect("reload");
+    assert_eq!(status_code(&get_once(site.addr, "resized.test", "/").await), 503);
+    drop(held);
+    let site_ref = &site;
+    eventually("the closed connections' places to come back", || async move {
+        tenant_status(&site_ref.status().await, "resized").unwrap()["usage"]["open_connections"] == 0
+    })
+    .await;
+    assert_eq!(status_code(&get_once(site.addr, "resized.test", "/").await), 200);
 }
 
 const MAIN_WITH_FALLBACK: &str = r#"
