@@ -211,7 +211,7 @@ keep = 2
     // Lines of about 1 KiB (a padding header): 3 or 4 per file, so 30 requests rotate many times.
     let padding = format!("X-Padding: {}\r\n", "p".repeat(900));
     const REQUESTS: usize = 30;
-    let path_of = |i: usize| if i % 2 == 0 { format!("/even/{i}") } else { format!("/odd/{i}") };
+    let path_of = |i: usize| if i.is_multiple_of(2) { format!("/even/{i}") } else { format!("/odd/{i}") };
     for i in 0..REQUESTS {
         assert_eq!(get(web, &path_of(i), &padding).await, (200, Some("a".to_string())));
     }
