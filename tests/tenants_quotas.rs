@@ -339,3 +339,47 @@ async fn a_tenant_file_dropped_into_the_watched_directory_is_served_and_removing
     assert_eq!(new_backend.requests(), new_requests, "nothing reached the removed tenant's backend");
     assert_eq!(routed(&get_once(site.addr, "old.test", "/").await), (200, Some("old".into()), Some("old".into())));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_over_the_connection_quota_gets_503() {
+    let backend = http_backend("h2capped").await;
+    let tenants = [("h2capped.toml", tenant(&["h2capped.test"], backend.addr, "h2", "[quotas]\nmax-connections = 1"))];
+    let site = Site::start("http2", MAIN_NO_ROUTE, &tenants, false).await;
+    let h2 = || async {
+        let tcp = TcpStream::connect(site.addr).await.unwrap();
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        let closed = tokio::spawn(conn);
+        (sender, closed)
+    };
+    let get = |sender: &mut hyper::client::conn::http2::SendRequest<Empty<bytes::Bytes>>| {
+        let request = http::Request::get("http://h2capped.test/").body(Empty::new()).unwrap();
+        let sent = sender.send_request(request);
+        async move { tokio::time::timeout(Duration::from_secs(10), sent).await.expect("an answer in time") }
+    };
+    // One connection, many streams: one place.
+    let (mut first, _first_conn) = h2().await;
+    for _ in 0..3 {
+        assert_eq!(get(&mut first).await.unwrap().status(), 200);
+    }
+    // A second connection is over the quota: each of its requests gets 503 (an HTTP/2
+    // connection carries other streams, so it is not closed)...
+    let (mut second, _second_conn) = h2().await;
+    for _ in 0..2 {
+        assert_eq!(get(&mut second).await.expect("a response").status(), 503);
+    }
+    assert_eq!(get(&mut first).await.unwrap().status(), 200, "the first is still served");
+    let exceeded = r#"sluice_tenant_quota_exceeded_total{tenant="h2capped",quota="connections"}"#;
+    assert_eq!(site.metric(exceeded).await, 2);
+    // ...until the first closes: then its next request takes the place.
+    drop(first);
+    let site_ref = &site;
+    eventually("the first connection's place to come back", || async move {
+        tenant_status(&site_ref.status().await, "h2capped").unwrap()["usage"]["open_connections"] == 0
+    })
+    .await;
+    assert_eq!(get(&mut second).await.unwrap().status(), 200);
+    assert_eq!(backend.requests(), 5, "the refused requests never reached the backend");
+}

@@ -2,8 +2,9 @@
 //!
 //! - `max-connections`: a connection counts against the tenant from its
 //!   first request for one of the tenant's names (with TLS, the SNI names
-//!   the same tenant) until it closes; a connection over the quota gets 503
-//!   and is closed.
+//!   the same tenant) until it closes; a request on a connection over the
+//!   quota gets 503 (HTTP/1: and the connection is closed; HTTP/2: the
+//!   connection stays, and a later request takes a place once one is free).
 //! - `requests-per-second` / `requests-burst`: a token bucket (governor's
 //!   GCRA) per tenant; beyond it, 429 with `Retry-After`.
 //!
