@@ -67,6 +67,7 @@ fn route_config(plugin: &str, a: SocketAddr, b: SocketAddr, plugin_tables: &str)
         r#"
 [admin]
 bind = "127.0.0.1:0"
+token-file = "{token}"
 
 [[listeners]]
 name = "web"
@@ -83,8 +84,34 @@ servers = ["{b}"]
 builtin = "sniff"
 
 {plugin_tables}
-"#
+"#,
+        token = token_file().display()
     )
+}
+
+const TOKEN: &str = "e2e-rules-token";
+
+/// The admin token file shared by this file's tests.
+fn token_file() -> PathBuf {
+    let path = std::env::temp_dir().join(format!("sluice-experiments-rules-token-{}", std::process::id()));
+    if !path.exists() {
+        std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    }
+    path
+}
+
+/// `POST path` on the admin listener with the token: (status, body).
+async fn admin_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let response = String::from_utf8(read_to_end(&mut stream).await).unwrap();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,10 +142,11 @@ rollback = {{ max-5xx-increase = 10.0, window = "1m", min-requests = 5 }}
     let users: Vec<String> = (0..80).map(|i| format!("X-User: user-{i}\r\n")).collect();
     let mut five_hundreds = 0;
     for (i, user) in users.iter().enumerate() {
+        let off_before = rolled_back() > 0;
         let (status, backend) = get(web, &format!("/r/{i}"), user).await;
         match status {
             500 => {
-                assert_eq!(rolled_back(), 0, "request {i}: a 500 after the rollback");
+                assert!(!off_before, "request {i}: a 500 after the rollback");
                 five_hundreds += 1;
             }
             200 => assert_eq!(backend.as_deref(), Some("live"), "request {i}"),
@@ -146,6 +174,24 @@ rollback = {{ max-5xx-increase = 10.0, window = "1m", min-requests = 5 }}
     }
     assert_eq!(failing_requests.load(Ordering::Relaxed), before);
     assert_eq!(rolled_back(), 1);
+
+    // The operator sets a share: the candidate is on again, with fresh counts, so the rule
+    // needs `min-requests` of its responses again before it fires a second time.
+    let (code, body) = admin_post(proxy.admin_addr().unwrap(), "/experiments/fivexx/share", "50").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"state\": \"running\""), "{body}");
+    assert_eq!(value("sluice_experiment_candidate_on", &[("plugin", "fivexx")]), 1);
+    let mut again = 0;
+    for (i, user) in users.iter().enumerate() {
+        let off_before = rolled_back() > 1;
+        let (status, _) = get(web, &format!("/again/{i}"), user).await;
+        if status == 500 {
+            assert!(!off_before, "request {i}: a 500 after the second rollback");
+            again += 1;
+        }
+    }
+    assert_eq!(rolled_back(), 2, "the rule fired again");
+    assert!((5..30).contains(&again), "{again} candidate 500s before the second rollback");
     proxy.stop().await;
 }
 
