@@ -65,7 +65,7 @@ impl Queue {
 
 impl Drop for Queue {
     fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::Relaxed);
+        self.shared.closed.store(true, Ordering::Release);
     }
 }
 
@@ -108,13 +108,16 @@ impl Worker {
     fn run(mut self, inbox: &Shared) {
         let mut budget = LogBudget { minute: Instant::now(), used: 0, suppressed: 0 };
         loop {
+            // Read before taking the batch: every job handed over before the
+            // queue closed is in it (the last capture lines are not lost).
+            let closed = inbox.closed.load(Ordering::Acquire);
             let batch = std::mem::take(&mut *inbox.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
             let busy = !batch.is_empty();
             for job in batch {
                 self.handle(job, &mut budget);
                 inbox.done.fetch_add(1, Ordering::Relaxed);
             }
-            if inbox.closed.load(Ordering::Relaxed) {
+            if closed {
                 return;
             }
             std::thread::sleep(if busy { BUSY_NAP } else { IDLE_NAP });

@@ -6,7 +6,7 @@
 //!   cannot reach one tenant through another's certificate);
 //! - a name no tenant owns goes to the listener's own route plugin, or gets
 //!   `404` when the listener has none ([`NoSite`]);
-//! - the tenant's quotas: connections (`503`, connection closed), requests
+//! - the tenant's quotas: connections (`503`; HTTP/1 closes), requests
 //!   per second (`429` with `Retry-After`);
 //! - its plugin's decision must name one of the tenant's own backends; any
 //!   other name is an error (`502`), never a route to another tenant.

@@ -171,7 +171,7 @@ fn load_one(file: &Path, runtime: &Runtime, old: Option<&Arc<Tenant>>) -> Result
         .collect();
     tracing::info!(tenant = %config.name, file = %at, version = %router.version(), "tenant loaded");
     Ok(Arc::new(Tenant {
-        quota: QuotaState::new(&config.quotas),
+        quota: QuotaState::new(&config.quotas, old.map(|old| &old.quota)),
         metrics: super::metrics::TenantMetrics::new(&config.name),
         router,
         backends,

@@ -400,16 +400,7 @@ fn compile_rule(rule: RuleSettings) -> Result<Rule, String> {
         }
         (Some(backend), None) => {
             let backend = backend_name("backend", backend)?;
-            let affinity = match rule.affinity {
-                Some(AffinitySettings::Header(name)) => Some(AffinitySettings::Header(header_name("affinity", &name)?)),
-                Some(AffinitySettings::Cookie(name)) if name.is_empty() || !name.bytes().all(is_tchar) => {
-                    return Err(format!("affinity: {name:?} is not a valid cookie name"));
-                }
-                Some(AffinitySettings::Query(name)) if name.is_empty() || name.contains(['&', '=', '#']) => {
-                    return Err(format!("affinity: {name:?} is not a valid query parameter name"));
-                }
-                other => other,
-            };
+            let affinity = rule.affinity.map(|source| key_source("affinity", source)).transpose()?;
             let strip = match (rule.strip_prefix, &rule.path_prefix) {
                 (Some(true), None) => return Err("strip-prefix needs a path-prefix".to_string()),
                 (Some(true), Some(prefix)) => Some(prefix.clone()),
@@ -429,7 +420,10 @@ fn compile_rule(rule: RuleSettings) -> Result<Rule, String> {
             let split = match (rule.split, rule.split_key) {
                 (None, Some(_)) => return Err("split-key needs split".to_string()),
                 (None, None) => None,
-                (Some(entries), key) => Some(crate::split::Split::new(entries, key)?),
+                (Some(entries), key) => {
+                    let key = key.map(|source| key_source("split-key", source)).transpose()?;
+                    Some(crate::split::Split::new(entries, key)?)
+                }
             };
             Action::Forward {
                 template: Forward { backend, set_headers, remove_headers, ..Forward::default() },
@@ -495,6 +489,21 @@ fn header_map(key: &str, map: BTreeMap<String, String>, edits: bool) -> Result<V
     // Sorted by their lower-case names, whatever case the settings used.
     headers.sort();
     Ok(headers)
+}
+
+/// A key source (`affinity`, `split-key`) whose name can match something:
+/// a header name lower-cased, a cookie or query parameter name checked.
+fn key_source(key: &str, source: AffinitySettings) -> Result<AffinitySettings, String> {
+    match source {
+        AffinitySettings::Header(name) => Ok(AffinitySettings::Header(header_name(key, &name)?)),
+        AffinitySettings::Cookie(name) if name.is_empty() || !name.bytes().all(is_tchar) => {
+            Err(format!("{key}: {name:?} is not a valid cookie name"))
+        }
+        AffinitySettings::Query(name) if name.is_empty() || name.contains(['&', '=', '#']) => {
+            Err(format!("{key}: {name:?} is not a valid query parameter name"))
+        }
+        other => Ok(other),
+    }
 }
 
 /// `name` lower-cased, if it is a valid header name.

@@ -446,6 +446,19 @@ fn other_settings_errors() {
         (r#"{"rules": [{"backend": "a", "affinity": {"cookie": ""}}]}"#, "not a valid cookie name"),
         (r#"{"rules": [{"backend": "a", "affinity": {"header": "a b"}}]}"#, "not a valid header name"),
         (r#"{"rules": [{"backend": "a", "affinity": {"query": "a=b"}}]}"#, "not a valid query parameter name"),
+        // A split key that can never match would silently keep every request on the rule's backend.
+        (
+            r#"{"rules": [{"backend": "a", "split": [{"backend": "b", "percent": 5}], "split-key": {"header": "a b"}}]}"#,
+            "rule 1: split-key: \"a b\" is not a valid header name",
+        ),
+        (
+            r#"{"rules": [{"backend": "a", "split": [{"backend": "b", "percent": 5}], "split-key": {"cookie": ""}}]}"#,
+            "split-key: \"\" is not a valid cookie name",
+        ),
+        (
+            r#"{"rules": [{"backend": "a", "split": [{"backend": "b", "percent": 5}], "split-key": {"query": "a&b"}}]}"#,
+            "split-key: \"a&b\" is not a valid query parameter name",
+        ),
         (r#"{"rules": {"backend": "a"}}"#, "expected a sequence"),
         ("not json", "expected"),
     ] {
