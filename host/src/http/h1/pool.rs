@@ -22,20 +22,19 @@ const MAX_SPARE_BUFFERS: usize = 64;
 
 thread_local! {
     static IDLE: RefCell<HashMap<SocketAddr, Vec<TcpStream>>> = RefCell::new(HashMap::new());
-    /// Buffers of finished exchanges (backend reads, client writes), for the next ones.
+    /// Read buffers of finished backend exchanges, for the next ones.
     static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A buffer for an exchange (one used before, when there is one; its length
-/// is kept so a read buffer is not zeroed again: clear it to write into it).
+/// A read buffer for a backend exchange (one used before, when there is one).
 pub fn buffer() -> Vec<u8> {
     SPARE.with_borrow_mut(Vec::pop).unwrap_or_default()
 }
 
-/// Give a buffer back for the next exchange (backend reads, client writes).
+/// Give a read buffer back for the next exchange.
 pub fn give_back(buffer: Vec<u8>) {
     SPARE.with_borrow_mut(|spare| {
-        if spare.len() < MAX_SPARE_BUFFERS && buffer.capacity() <= 64 * 1024 {
+        if spare.len() < MAX_SPARE_BUFFERS && buffer.len() <= 64 * 1024 {
             spare.push(buffer);
         }
     });

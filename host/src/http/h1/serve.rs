@@ -33,11 +33,14 @@ where
     let config = &stage.plan.config;
     let (prefix, stream) = io.into_parts();
     let mut client = Buffered::new(stream, prefix);
+    let mut out = Vec::with_capacity(1024);
     let mut deadlines = Deadlines { head: Deadline::new(), response: Deadline::new() };
     loop {
-        // Waiting for the next request holds only a small read buffer; the
-        // write buffer is the thread's spare one, taken per request.
+        // Waiting for the next request holds only small buffers (issue 19).
         client.release();
+        if out.capacity() > 4 * 1024 {
+            out = Vec::with_capacity(1024);
+        }
         let next = next_request(&mut client, config.max_header_bytes);
         let head = match deadlines.head.within(config.header_timeout, next).await {
             Err(_) => return Served::Done(Err("read header from client timeout".into())),
@@ -61,14 +64,7 @@ where
             }
             Ok(Err(Refused::Io(e))) => return Served::Done(Err(e)),
         };
-        // Boxed: a request's state (the exchange, the relays) exists only while
-        // it is served, not in every idle connection's task (one allocation per
-        // request against ~4 KB per idle connection; docs/PERFORMANCE.md).
-        let mut out = pool::buffer();
-        out.clear();
-        let served = Box::pin(request(stage, &mut client, head, &mut out, &mut deadlines.response)).await;
-        pool::give_back(out);
-        match served {
+        match request(stage, &mut client, head, &mut out, &mut deadlines.response).await {
             Ok(true) => {}
             Ok(false) => {
                 let _ = client.io.shutdown().await;
