@@ -38,6 +38,8 @@ where
             super::h1::Served::Done(result) => return result,
             super::h1::Served::Handover(io) => io,
         };
+        // Boxed, as the HTTP/2 path below: only the connections that reach
+        // hyper hold its state (see `connection::serve`).
         return Box::pin(serve_handed_over(io, stage)).await;
     }
     Box::pin(serve_auto(io, stage)).await
