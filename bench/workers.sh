@@ -6,7 +6,7 @@
 #   bench/workers.sh [--duration S] [--threads "1 2"] [SLUICE_BINARY...]
 #
 # Each SLUICE_BINARY (default: target/release/sluice) is measured, then
-# HAProxy, in the same run: compare ratios, not absolute rates (the machine
+# HAProxy in HTTP mode and in TCP-inspect mode, in the same run: compare ratios, not absolute rates (the machine
 # is shared with the load generators and the backend). Keep-alive: wrk -t1
 # -c50; new connections: ab -c32 -n30000 (HTTP/1.0, one request per
 # connection). CPU: user+system ticks of the proxy from /proc/PID/stat,
@@ -39,12 +39,12 @@ trap cleanup EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -keyout "$DIR/key.pem" \
     -out "$DIR/cert.pem" -subj /CN=bench.local -addext subjectAltName=DNS:bench.local 2>/dev/null
 cat "$DIR/cert.pem" "$DIR/key.pem" > "$DIR/combined.pem"
-mapfile -t PORTS < <("$LOADGEN" free-ports 6)
+mapfile -t PORTS < <("$LOADGEN" free-ports 7)
 BACKEND=${PORTS[0]} SLUICE=${PORTS[1]}
 render() { # template output threads
     sed -e "s|@DIR@|$DIR|g" -e "s|@THREADS@|$3|g" -e "s|@MAXCONN@|$MAXCONN|g" -e "s|@BACKEND_PORT@|$BACKEND|g" \
         -e "s|@SLUICE_PORT@|$SLUICE|g" -e "s|@HAPROXY_RELAY@|${PORTS[2]}|g" -e "s|@HAPROXY_INSPECT@|${PORTS[3]}|g" \
-        -e "s|@HAPROXY_HTTP@|${PORTS[4]}|g" -e "s|@HAPROXY_TLS@|${PORTS[5]}|g" -e "s|@HAPROXY_SPLICE@||g" \
+        -e "s|@HAPROXY_HTTP@|${PORTS[4]}|g" -e "s|@HAPROXY_TLS@|${PORTS[5]}|g" -e "s|@HAPROXY_SPLICE@|${PORTS[6]}|g" \
         -e "s|@FLASH_POLICY@|<cross-domain-policy/>|g" "$ROOT/bench/compare/$1" > "$DIR/$2"
 }
 render flash.lua.in flash.lua 1
@@ -89,6 +89,7 @@ for threads in $THREADS; do
     pid=$!; PIDS+=("$pid")
     wait_port "${PORTS[4]}"
     measure "haproxy-http threads=$threads" "$pid" "${PORTS[4]}"
+    measure "haproxy-inspect threads=$threads" "$pid" "${PORTS[3]}"
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 done
 uptime

@@ -45,6 +45,9 @@ impl AcceptLoop {
     pub async fn run(self) {
         // The listener's gauge, looked up once rather than once per connection.
         let active = metrics::gauge("sluice_connections_active", vec![("listener", self.name.to_string())]);
+        // A listener bound to one address accepts every connection on it:
+        // no `getsockname` per connection then (a wildcard bind still asks).
+        let bound = self.listener.local_addr().ok().filter(|addr| !addr.ip().is_unspecified());
         loop {
             let accepted = tokio::select! {
                 () = self.draining.stop_accepting.cancelled() => return,
@@ -76,7 +79,7 @@ impl AcceptLoop {
                 refuse(&self.name, "max-sniffing");
                 continue;
             };
-            let Ok(local_addr) = stream.local_addr() else { continue };
+            let Some(local_addr) = bound.or_else(|| stream.local_addr().ok()) else { continue };
             let _ = stream.set_nodelay(true);
             let facts = ConnFacts {
                 listener: self.name.clone(),

@@ -4,6 +4,7 @@
 
 pub mod http_backend;
 pub mod log_capture;
+pub mod raw_http;
 
 use sluice::{App, Config, Drained};
 use std::net::SocketAddr;

@@ -5,10 +5,11 @@
 //! more `epoll_wait`) whenever the new deadline is the earliest, as it is on
 //! every request of a lone connection. Moving an existing timer's deadline
 //! later is one atomic store; the wheel re-files it when the old deadline
-//! passes.
+//! passes. Work that is done at its first poll sets no timer at all.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
@@ -26,13 +27,23 @@ impl Deadline {
         Self { sleep: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))) }
     }
 
-    /// Run `work` with `limit` to finish, counted from now.
+    /// Run `work` with `limit` to finish, counted from now. The timer is
+    /// set only if `work` cannot finish at once: a head already read (the
+    /// first request of most connections) costs no trip to the timer wheel.
     pub async fn within<F: Future>(&mut self, limit: Duration, work: F) -> Result<F::Output, Elapsed> {
-        self.sleep.as_mut().reset(Instant::now() + limit);
-        tokio::select! {
-            biased;
-            done = work => Ok(done),
-            () = &mut self.sleep => Err(Elapsed),
-        }
+        let deadline = Instant::now() + limit;
+        let mut work = std::pin::pin!(work);
+        let mut armed = false;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = work.as_mut().poll(cx) {
+                return Poll::Ready(Ok(done));
+            }
+            if !armed {
+                self.sleep.as_mut().reset(deadline);
+                armed = true;
+            }
+            self.sleep.as_mut().poll(cx).map(|()| Err(Elapsed))
+        })
+        .await
     }
 }

@@ -2,7 +2,8 @@
 //! Content-Length bodies are copied as they are; chunked bodies are decoded
 //! strictly and written again as plain chunks (extensions and trailers are
 //! not passed on); a response read to its backend's close goes to the
-//! client chunked, so the client's connection stays usable.
+//! client chunked, so the client's connection stays usable. For an HTTP/1.0
+//! client ([`Sink::plain`]) both go out as bare bytes, ended by the close.
 
 use super::parse::{Body, chunk_line};
 use super::{Buffered, Sink};
@@ -85,9 +86,11 @@ where
         from.consume(line);
         if size == 0 {
             trailers(from, to, sink).await?;
-            return sink.put(to, b"0\r\n\r\n").await.map_err(RelayError::Write);
+            return last_chunk(to, sink).await;
         }
-        sink.put(to, format!("{size:x}\r\n").as_bytes()).await.map_err(RelayError::Write)?;
+        if !sink.plain {
+            sink.put(to, format!("{size:x}\r\n").as_bytes()).await.map_err(RelayError::Write)?;
+        }
         copy(size, from, to, sink).await?;
         while from.data().len() < 2 {
             if more(from, to, sink).await? == 0 {
@@ -98,8 +101,18 @@ where
             return Err(RelayError::Read("a chunk longer than its size".into()));
         }
         from.consume(2);
-        sink.put(to, b"\r\n").await.map_err(RelayError::Write)?;
+        if !sink.plain {
+            sink.put(to, b"\r\n").await.map_err(RelayError::Write)?;
+        }
     }
+}
+
+/// The end of a body written as chunks (nothing for a plain one).
+async fn last_chunk<W: AsyncWrite + Unpin>(to: &mut W, sink: &mut Sink) -> Result<(), RelayError> {
+    if sink.plain {
+        return Ok(());
+    }
+    sink.put(to, b"0\r\n\r\n").await.map_err(RelayError::Write)
 }
 
 /// Skip the trailer section up to its empty line; every line must end in CRLF.
@@ -140,12 +153,16 @@ where
 {
     loop {
         if from.data().is_empty() && more(from, to, sink).await? == 0 {
-            return sink.put(to, b"0\r\n\r\n").await.map_err(RelayError::Write);
+            return last_chunk(to, sink).await;
         }
         let len = from.data().len();
-        sink.put(to, format!("{len:x}\r\n").as_bytes()).await.map_err(RelayError::Write)?;
-        sink.put(to, from.data()).await.map_err(RelayError::Write)?;
-        sink.put(to, b"\r\n").await.map_err(RelayError::Write)?;
+        if sink.plain {
+            sink.put(to, from.data()).await.map_err(RelayError::Write)?;
+        } else {
+            sink.put(to, format!("{len:x}\r\n").as_bytes()).await.map_err(RelayError::Write)?;
+            sink.put(to, from.data()).await.map_err(RelayError::Write)?;
+            sink.put(to, b"\r\n").await.map_err(RelayError::Write)?;
+        }
         sink.body_bytes += len as u64;
         from.consume(len);
     }

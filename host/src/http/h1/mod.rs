@@ -1,4 +1,4 @@
-//! The lean HTTP/1.1 path: the common request served without hyper.
+//! The lean HTTP/1 path: the common request served without hyper.
 //!
 //! ```text
 //! client bytes ─► parse the head once (httparse, strict framing)
@@ -10,9 +10,11 @@
 //!
 //! One task per client connection, no task per backend connection, no
 //! header map rebuilt twice, buffers reused for the connection's life.
-//! Anything unusual — HTTP/1.0, an upgrade, `Expect`, a target that is not
-//! origin-form, a transfer coding besides `chunked` — is handed to hyper with
-//! every byte read so far ([`serve`] returns the stream).
+//! HTTP/1.0 clients are served here too (a body of unknown length reaches
+//! them unchunked, up to the close). Anything unusual — an upgrade, `Expect`,
+//! a target that is not origin-form, a transfer coding besides `chunked`, or
+//! any transfer coding in HTTP/1.0 — is handed to hyper with every byte read
+//! so far ([`serve`] returns the stream).
 //!
 //! - [`parse`]: request and response heads, and the RFC 9112 framing rules.
 //! - [`framing`]: bodies by Content-Length, chunked, or read-to-close.
@@ -123,6 +125,9 @@ pub struct Sink {
     pub out: Vec<u8>,
     /// Bytes of body passed on (for the byte counters).
     pub body_bytes: u64,
+    /// Write a chunked or read-to-close body as bare bytes, delimited by the
+    /// close: for an HTTP/1.0 client, which cannot read chunks.
+    pub plain: bool,
 }
 
 /// Past this, gathered output is written before more is added.
@@ -130,7 +135,7 @@ const GATHER: usize = 64 * 1024;
 
 impl Sink {
     pub fn new(out: Vec<u8>) -> Self {
-        Self { out, body_bytes: 0 }
+        Self { out, body_bytes: 0, plain: false }
     }
 
     pub async fn put<W: AsyncWrite + Unpin>(&mut self, io: &mut W, bytes: &[u8]) -> io::Result<()> {

@@ -32,7 +32,7 @@ pub enum HeadError {
     Invalid(&'static str),
     #[error("the head is too large")]
     TooLarge,
-    /// Valid, but for hyper's path (an upgrade, `Expect`, HTTP/1.0 …).
+    /// Valid, but for hyper's path (an upgrade, `Expect`, HTTP/1.0 with a transfer coding …).
     #[error("served by the general path")]
     Unusual,
 }
@@ -62,9 +62,8 @@ pub fn request(buf: &[u8], max: usize) -> Result<Option<RequestHead>, HeadError>
         return Err(HeadError::TooLarge);
     }
     refuse_bare_lf(&buf[..len])?;
-    if parsed.version != Some(1) {
-        return Err(HeadError::Unusual);
-    }
+    // httparse reads only HTTP/1.0 and HTTP/1.1.
+    let http10 = parsed.version == Some(0);
     let (method, target) = (parsed.method.unwrap_or(""), parsed.path.unwrap_or(""));
     if !target.starts_with('/') || method == "CONNECT" {
         return Err(HeadError::Unusual);
@@ -73,7 +72,7 @@ pub fn request(buf: &[u8], max: usize) -> Result<Option<RequestHead>, HeadError>
     let uri: Uri = target.parse().map_err(|_| HeadError::Invalid("invalid request target"))?;
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     let mut framing = Framing::default();
-    let mut close = false;
+    let (mut close, mut keep_alive) = (false, false);
     for field in parsed.headers.iter() {
         let name =
             HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::Invalid("invalid header name"))?;
@@ -87,19 +86,27 @@ pub fn request(buf: &[u8], max: usize) -> Result<Option<RequestHead>, HeadError>
                     return Err(HeadError::Unusual);
                 }
                 close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
         framing.note(&name, field.value)?;
         headers.append(name, value);
     }
+    // HTTP/1.0 has no transfer codings (RFC 9112 section 6.1): hyper's path
+    // answers such a message as it always has.
+    if http10 && !framing.codings.is_empty() {
+        return Err(HeadError::Unusual);
+    }
     let body = match framing.body()? {
         Some(body) => body,
         None => Body::None,
     };
+    // An HTTP/1.0 connection closes after each exchange unless the client asks otherwise.
+    let close = close || (http10 && !keep_alive);
     let mut request = Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
+    *request.version_mut() = if http10 { Version::HTTP_10 } else { Version::HTTP_11 };
     *request.headers_mut() = headers;
     Ok(Some(RequestHead { request, body, close, len }))
 }
@@ -274,10 +281,22 @@ mod tests {
         assert!(matches!(body("POST / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\n"), Err(HeadError::Invalid(_))));
         assert!(matches!(body("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"), Err(HeadError::Invalid(_))));
         assert_eq!(body("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), Err(HeadError::Unusual));
-        assert_eq!(body("GET / HTTP/1.0\r\n\r\n"), Err(HeadError::Unusual));
+        assert_eq!(body("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), Err(HeadError::Unusual));
         assert_eq!(body("GET / HTTP/1.1\r\nConnection: Upgrade\r\n\r\n"), Err(HeadError::Unusual));
         assert!(matches!(body("GET / HTTP/1.1\r\nA: b\n\r\n"), Err(HeadError::Invalid(_))));
         assert_eq!(body("GET / HTTP/1.1\r\nA: b\r\n"), Ok(None));
+    }
+
+    #[test]
+    fn http10_closes_unless_asked_to_keep_alive() {
+        let head = |text: &str| req(text).unwrap().unwrap();
+        let plain = head("GET / HTTP/1.0\r\n\r\n");
+        assert_eq!((plain.request.version(), plain.close, plain.body), (Version::HTTP_10, true, Body::None));
+        assert!(!head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").close);
+        assert!(head("GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n").close);
+        assert_eq!(head("POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\n").body, Body::Length(3));
+        let eleven = head("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!((eleven.request.version(), eleven.close), (Version::HTTP_11, false));
     }
 
     #[test]

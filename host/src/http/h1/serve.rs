@@ -11,7 +11,7 @@ use crate::access_log::{RequestHead as AccessHead, Served as AccessServed, reque
 use crate::http::{HttpStage, RequestLog, decide};
 use crate::io::PrefixedIo;
 use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
+use http::{Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use std::sync::atomic::Ordering;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -149,6 +149,7 @@ where
     let started = Instant::now();
     stage.requests.fetch_add(1, Ordering::Relaxed);
     let RequestHead { mut request, body, close, .. } = head;
+    let http10 = request.version() == Version::HTTP_10;
     let request_id = request_id::ensure(request.headers_mut());
     let access_log = &stage.snapshot.access_log;
     let access = access_log.enabled().then(|| AccessHead::capture(&request));
@@ -178,7 +179,7 @@ where
                 let served = served(parts.status.as_u16(), Some(bytes.len() as u64), duration, &log);
                 access_log.request(access, &stage.facts, &request_id, served);
             }
-            synthetic_head(out, &Response::from_parts(parts, ()), bytes.len(), keep);
+            synthetic_head(out, &Response::from_parts(parts, ()), bytes.len(), Reply { keep, http10 });
             out.extend_from_slice(&bytes);
             client.io.write_all(out).await.map_err(|e| e.to_string())?;
             out.clear();
@@ -201,10 +202,13 @@ where
         };
         access_log.request(access, &stage.facts, &request_id, served(head.status, bytes, duration, &log));
     }
-    let keep = !close;
-    response_head(out, &backend.data()[..head.len], head.body, (set_cookie.as_deref(), &request_id), keep);
+    // An HTTP/1.0 client cannot read chunks: a body of unknown length reaches it up to the close.
+    let plain = http10 && matches!(head.body, Body::Chunked | Body::ToClose);
+    let reply = Reply { keep: !close && !plain, http10 };
+    response_head(out, &backend.data()[..head.len], head.body, (set_cookie.as_deref(), &request_id), reply);
     backend.consume(head.len);
     let mut sink = Sink::new(std::mem::take(out));
+    sink.plain = plain;
     let relayed = framing::relay(head.body, &mut backend, &mut client.io, &mut sink).await;
     stage.plan.http.bytes_out.fetch_add(sink.body_bytes, Ordering::Relaxed);
     *out = sink.out;
@@ -228,7 +232,31 @@ where
         // Bytes after the response: the connection cannot be trusted with another request.
         Err((_, buffer)) => pool::give_back(buffer),
     }
-    Ok(keep)
+    Ok(reply.keep)
+}
+
+/// How the client's connection is answered.
+#[derive(Clone, Copy)]
+struct Reply {
+    /// The connection stays open for another request.
+    keep: bool,
+    /// The client speaks HTTP/1.0: the answer says so (as hyper's path does),
+    /// and says `keep-alive` when it stays open.
+    http10: bool,
+}
+
+impl Reply {
+    fn status_line(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(if self.http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    }
+
+    fn connection(self, out: &mut Vec<u8>) {
+        match (self.keep, self.http10) {
+            (false, _) => out.extend_from_slice(b"connection: close\r\n"),
+            (true, true) => out.extend_from_slice(b"connection: keep-alive\r\n"),
+            (true, false) => {}
+        }
+    }
 }
 
 fn served<'a>(
@@ -250,11 +278,10 @@ fn served<'a>(
 }
 
 /// The head of a response the proxy made itself.
-fn synthetic_head(out: &mut Vec<u8>, response: &Response<()>, length: usize, keep: bool) {
+fn synthetic_head(out: &mut Vec<u8>, response: &Response<()>, length: usize, reply: Reply) {
     let status = response.status();
-    out.extend_from_slice(
-        format!("HTTP/1.1 {} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or("")).as_bytes(),
-    );
+    reply.status_line(out);
+    out.extend_from_slice(format!("{} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or("")).as_bytes());
     for (name, value) in response.headers() {
         if name == header::CONTENT_LENGTH {
             continue;
@@ -262,22 +289,20 @@ fn synthetic_head(out: &mut Vec<u8>, response: &Response<()>, length: usize, kee
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(format!("content-length: {length}\r\n").as_bytes());
-    if !keep {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
+    reply.connection(out);
     out.extend_from_slice(b"\r\n");
 }
 
 /// The backend's response head as the client gets it: hop-by-hop fields
 /// (and those `Connection` names) removed, the sticky cookie and request id
 /// added, framing for the client's connection.
-fn response_head(out: &mut Vec<u8>, raw: &[u8], body: Body, (cookie, id): (Option<&str>, &HeaderValue), keep: bool) {
+fn response_head(out: &mut Vec<u8>, raw: &[u8], body: Body, (cookie, id): (Option<&str>, &HeaderValue), reply: Reply) {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut fields);
     // Parsed once already: it cannot fail now.
     let _ = parsed.parse(raw);
     let status = parsed.code.unwrap_or(502);
-    out.extend_from_slice(b"HTTP/1.1 ");
+    reply.status_line(out);
     super::push_decimal(out, u64::from(status));
     out.push(b' ');
     out.extend_from_slice(parsed.reason.unwrap_or("").as_bytes());
@@ -311,12 +336,12 @@ fn response_head(out: &mut Vec<u8>, raw: &[u8], body: Body, (cookie, id): (Optio
             super::push_decimal(out, n);
             out.extend_from_slice(b"\r\n");
         }
+        // HTTP/1.0: no length, the close ends the body.
+        Body::Chunked | Body::ToClose if reply.http10 => {}
         Body::Chunked | Body::ToClose => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Body::None => {}
     }
-    if !keep {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
+    reply.connection(out);
     out.extend_from_slice(b"\r\n");
 }
 
