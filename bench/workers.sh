@@ -50,6 +50,9 @@ render() { # template output threads
 render flash.lua.in flash.lua 1
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+sys() { awk '{print $15}' "/proc/$1/stat"; }
+# µs per unit from tick counts: per_unit TICKS UNITS
+per_unit() { echo "$1 * 1000000 / $TICK / $2" | bc -l; }
 
 "$LOADGEN" --threads 2 backend --port "$BACKEND" > "$DIR/backend.log" 2>&1 &
 PIDS+=($!)
@@ -58,19 +61,21 @@ wait_port "$BACKEND"
 measure() { # label pid port
     local label=$1 pid=$2 port=$3 before after out rate n
     wrk -t1 -c50 -d1s "http://127.0.0.1:$port/" > /dev/null 2>&1 # warm-up
-    before=$(cpu "$pid")
+    before=$(cpu "$pid") sys_before=$(sys "$pid")
     out=$(wrk -t1 -c50 -d"${DURATION}s" "http://127.0.0.1:$port/")
-    after=$(cpu "$pid")
+    after=$(cpu "$pid") sys_after=$(sys "$pid")
     rate=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     n=$(awk '/requests in/ {print $1}' <<<"$out")
-    printf '%s\tkeep-alive req/s\t%.0f\tCPU µs/request\t%.1f\t%s\n' "$label" "$rate" \
-        "$(echo "($after - $before) * 1000000 / $TICK / $n" | bc -l)" "$(grep -o 'Non-2xx.*' <<<"$out" || true)"
-    before=$(cpu "$pid")
+    printf '%s\tkeep-alive req/s\t%.0f\tCPU µs/request\t%.1f\t(kernel %.1f)\t%s\n' "$label" "$rate" \
+        "$(per_unit $((after - before)) "$n")" "$(per_unit $((sys_after - sys_before)) "$n")" \
+        "$(grep -o 'Non-2xx.*' <<<"$out" || true)"
+    before=$(cpu "$pid") sys_before=$(sys "$pid")
     out=$(ab -q -c32 -n30000 "http://127.0.0.1:$port/" 2>&1)
-    after=$(cpu "$pid")
+    after=$(cpu "$pid") sys_after=$(sys "$pid")
     rate=$(awk '/^Requests per second/ {print $4}' <<<"$out")
-    printf '%s\tnew connections/s\t%.0f\tCPU µs/connection\t%.1f\t%s\n' "$label" "$rate" \
-        "$(echo "($after - $before) * 1000000 / $TICK / 30000" | bc -l)" "$(grep -E '^(Failed|Non-2xx)' <<<"$out" | tr '\n' ' ')"
+    printf '%s\tnew connections/s\t%.0f\tCPU µs/connection\t%.1f\t(kernel %.1f)\t%s\n' "$label" "$rate" \
+        "$(per_unit $((after - before)) 30000)" "$(per_unit $((sys_after - sys_before)) 30000)" \
+        "$(grep -E '^(Failed|Non-2xx)' <<<"$out" | tr '\n' ' ')"
 }
 
 uptime

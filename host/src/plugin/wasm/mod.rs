@@ -457,17 +457,30 @@ fn wit_connection(conn: &ConnFacts) -> host::wit::Connection {
     host::wit::Connection {
         tenant: conn.tenant.clone(),
         listener: conn.listener.to_string(),
-        client_addr: conn.client_addr.to_string(),
-        local_addr: conn.local_addr.to_string(),
-        tls: conn
-            .tls
-            .as_ref()
-            .map(|tls| host::wit::TlsInfo { server_name: tls.server_name.clone(), alpn: tls.alpn.clone() }),
-        hello: conn
-            .hello
-            .as_ref()
-            .map(|hello| host::wit::TlsHello { server_name: hello.server_name.clone(), alpn: hello.alpn.clone() }),
+        client_addr: addr_text(conn.client_addr),
+        local_addr: addr_text(conn.local_addr),
+        tls: wit_tls(conn),
+        hello: wit_hello(conn),
     }
+}
+
+/// The `tls` field of the connection record (TLS terminated here).
+fn wit_tls(conn: &ConnFacts) -> Option<host::wit::TlsInfo> {
+    conn.tls.as_ref().map(|tls| host::wit::TlsInfo { server_name: tls.server_name.clone(), alpn: tls.alpn.clone() })
+}
+
+/// The `hello` field of the connection record (a ClientHello seen while sniffing).
+fn wit_hello(conn: &ConnFacts) -> Option<host::wit::TlsHello> {
+    conn.hello
+        .as_ref()
+        .map(|hello| host::wit::TlsHello { server_name: hello.server_name.clone(), alpn: hello.alpn.clone() })
+}
+
+/// A socket address as the plugin gets it, by the digit writer (`Display` costs more).
+fn addr_text(addr: std::net::SocketAddr) -> String {
+    let mut text = String::new();
+    crate::text::rewrite(&mut text, |out| crate::text::push_socket_addr(out, addr));
+    text
 }
 
 /// The `connection` record of sluice:plugin@0.1.0 (no tenant).
@@ -475,8 +488,8 @@ fn wit_connection_v0_1(conn: &ConnFacts) -> host::v0_1::wit::Connection {
     use host::v0_1::wit;
     wit::Connection {
         listener: conn.listener.to_string(),
-        client_addr: conn.client_addr.to_string(),
-        local_addr: conn.local_addr.to_string(),
+        client_addr: addr_text(conn.client_addr),
+        local_addr: addr_text(conn.local_addr),
         tls: conn.tls.as_ref().map(|tls| wit::TlsInfo { server_name: tls.server_name.clone(), alpn: tls.alpn.clone() }),
         hello: conn
             .hello

@@ -78,12 +78,8 @@ fn fill(record: &mut wit_route::Request, conn: &ConnFacts, request: &RouteReques
     set_addr(&mut facts.client_addr, conn.client_addr);
     set_addr(&mut facts.local_addr, conn.local_addr);
     // Only on TLS connections, and small: rebuilt.
-    facts.tls =
-        conn.tls.as_ref().map(|tls| wit::TlsInfo { server_name: tls.server_name.clone(), alpn: tls.alpn.clone() });
-    facts.hello = conn
-        .hello
-        .as_ref()
-        .map(|hello| wit::TlsHello { server_name: hello.server_name.clone(), alpn: hello.alpn.clone() });
+    facts.tls = super::wit_tls(conn);
+    facts.hello = super::wit_hello(conn);
 }
 
 fn set(to: &mut String, from: &str) {
