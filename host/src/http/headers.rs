@@ -93,29 +93,35 @@ pub fn apply_edits(headers: &mut HeaderMap, remove: &[String], set: &[(String, V
     refused
 }
 
+// Names made once: a `&str` name is copied into a new `HeaderName` on each insert.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Add the client-address and protocol headers `forwarded` asks for.
 pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnFacts, host: Option<&str>, forwarded: ForwardedHeaders) {
     let client_ip = conn.client_addr.ip();
     let proto = if conn.tls.is_some() { "https" } else { "http" };
     if forwarded.x_forwarded_for {
-        if headers.contains_key("x-forwarded-for") {
-            append_list(headers, "x-forwarded-for", &client_ip.to_string());
+        if headers.contains_key(&X_FORWARDED_FOR) {
+            append_list(headers, X_FORWARDED_FOR, &client_ip.to_string());
         } else {
-            // The common case, on every request: one allocation.
+            // The common case, on every request: one allocation (a boxed
+            // slice becomes `Bytes` as it is; a `Vec` with spare room would not).
             let mut ip = Vec::with_capacity(46);
             crate::text::push_ip(&mut ip, client_ip);
-            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip)) {
-                headers.insert("x-forwarded-for", value);
+            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.into_boxed_slice())) {
+                headers.insert(X_FORWARDED_FOR, value);
             }
         }
     }
     if forwarded.x_forwarded_proto {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if forwarded.x_forwarded_host
         && let Some(value) = host.and_then(|h| HeaderValue::from_str(h).ok())
     {
-        headers.insert("x-forwarded-host", value);
+        headers.insert(X_FORWARDED_HOST, value);
     }
     if forwarded.forwarded {
         let node = match client_ip {
@@ -126,14 +132,14 @@ pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnFacts, host: Option<&st
         if let Some(host) = host.filter(|h| !h.contains(['"', '\\'])) {
             element.push_str(&format!(";host=\"{host}\""));
         }
-        append_list(headers, "forwarded", &element);
+        append_list(headers, header::FORWARDED, &element);
     }
 }
 
 /// Append `item` to a comma-separated list header, joining repeated headers into one.
-fn append_list(headers: &mut HeaderMap, name: &'static str, item: &str) {
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
     let mut joined: Vec<String> =
-        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
+        headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
     joined.push(item.to_string());
     if let Ok(value) = HeaderValue::from_str(&joined.join(", ")) {
         headers.insert(name, value);

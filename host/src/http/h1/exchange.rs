@@ -15,7 +15,7 @@ use super::{Buffered, Sink, pool};
 use crate::backend::{ActiveGuard, Backend, BackendError, Server};
 use crate::config::HashKey;
 use crate::http::forward::{cookie_value, sticky_set_cookie};
-use crate::http::headers::{self, add_forwarded, apply_edits, remove_hop_by_hop};
+use crate::http::headers::{add_forwarded, apply_edits, remove_hop_by_hop};
 use crate::http::{HttpStage, ProxyBody, RequestLog, error_response};
 use crate::metrics::http::BackendErrorKind;
 use crate::plugin::ForwardTo;
@@ -76,7 +76,9 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(error_response(StatusCode::BAD_GATEWAY, "no such backend"));
     };
     log.backend_metrics = Some(backend.metrics().clone());
-    let host = headers::authority(&request);
+    // `http::decide` settled the one Host (a clone shares the parsed head's bytes).
+    let host = request.headers().get(header::HOST).cloned();
+    let host = host.as_ref().and_then(|value| value.to_str().ok());
     let config = backend.config();
     let headers = request.headers_mut();
     remove_hop_by_hop(headers);
@@ -84,9 +86,9 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     if !refused.is_empty() {
         tracing::warn!(headers = ?refused, "route plugin header edits refused (invalid names or values)");
     }
-    add_forwarded(headers, &stage.facts, host.as_deref(), config.forwarded);
+    add_forwarded(headers, &stage.facts, host, config.forwarded);
     if !headers.contains_key(header::HOST)
-        && let Some(value) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
+        && let Some(value) = host.and_then(|h| HeaderValue::from_str(h).ok())
     {
         headers.insert(header::HOST, value);
     }

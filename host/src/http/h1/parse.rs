@@ -8,6 +8,7 @@
 //! `chunked` twice; a bare LF anywhere in the head; obs-fold (httparse refuses
 //! it, as it refuses bare CR, bad whitespace and invalid names or values).
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
 
@@ -69,14 +70,24 @@ pub fn request(buf: &[u8], max: usize) -> Result<Option<RequestHead>, HeadError>
         return Err(HeadError::Unusual);
     }
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| HeadError::Invalid("invalid method"))?;
-    let uri: Uri = target.parse().map_err(|_| HeadError::Invalid("invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    // Room for the fields the proxy adds (X-Forwarded-*, the request id)
+    // without growing the map.
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 4);
+    // One copy of the head; every value is a slice of it, not an allocation of its own.
+    let shared = Bytes::copy_from_slice(&buf[..len]);
+    let slice = |part: &[u8]| {
+        let at = part.as_ptr() as usize - buf.as_ptr() as usize;
+        shared.slice(at..at + part.len())
+    };
+    let uri = Uri::from_maybe_shared(slice(target.as_bytes()))
+        .map_err(|_| HeadError::Invalid("invalid request target"))?;
     let mut framing = Framing::default();
     let (mut close, mut keep_alive) = (false, false);
     for field in parsed.headers.iter() {
         let name =
             HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::Invalid("invalid header name"))?;
-        let value = HeaderValue::from_bytes(field.value).map_err(|_| HeadError::Invalid("invalid header value"))?;
+        let value =
+            HeaderValue::from_maybe_shared(slice(field.value)).map_err(|_| HeadError::Invalid("invalid header value"))?;
         if name == header::UPGRADE || name == header::EXPECT {
             return Err(HeadError::Unusual);
         }

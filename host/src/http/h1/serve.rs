@@ -307,16 +307,19 @@ fn response_head(out: &mut Vec<u8>, raw: &[u8], body: Body, (cookie, id): (Optio
     out.push(b' ');
     out.extend_from_slice(parsed.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let named: Vec<&[u8]> = parsed
-        .headers
-        .iter()
-        .filter(|f| f.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|f| parse::tokens(f.value))
-        .collect();
+    // The names `Connection` lists, looked up in place (no list built per response).
+    let named = |name: &[u8]| {
+        parsed
+            .headers
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|f| parse::tokens(f.value))
+            .any(|n| name.eq_ignore_ascii_case(n))
+    };
     for f in parsed.headers.iter() {
         let name = f.name.as_bytes();
         let skip = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-            || named.iter().any(|n| name.eq_ignore_ascii_case(n))
+            || named(name)
             || name.eq_ignore_ascii_case(b"x-request-id")
             || (body != Body::None && name.eq_ignore_ascii_case(b"content-length"));
         if !skip {
