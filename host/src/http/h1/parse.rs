@@ -79,15 +79,15 @@ pub fn request(buf: &[u8], max: usize) -> Result<Option<RequestHead>, HeadError>
         let at = part.as_ptr() as usize - buf.as_ptr() as usize;
         shared.slice(at..at + part.len())
     };
-    let uri = Uri::from_maybe_shared(slice(target.as_bytes()))
-        .map_err(|_| HeadError::Invalid("invalid request target"))?;
+    let uri =
+        Uri::from_maybe_shared(slice(target.as_bytes())).map_err(|_| HeadError::Invalid("invalid request target"))?;
     let mut framing = Framing::default();
     let (mut close, mut keep_alive) = (false, false);
     for field in parsed.headers.iter() {
         let name =
             HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::Invalid("invalid header name"))?;
-        let value =
-            HeaderValue::from_maybe_shared(slice(field.value)).map_err(|_| HeadError::Invalid("invalid header value"))?;
+        let value = HeaderValue::from_maybe_shared(slice(field.value))
+            .map_err(|_| HeadError::Invalid("invalid header value"))?;
         if name == header::UPGRADE || name == header::EXPECT {
             return Err(HeadError::Unusual);
         }
