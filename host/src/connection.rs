@@ -174,6 +174,21 @@ pub async fn serve(
             Step::Done => return report,
             Step::TerminateTls { client, head } => (client, head),
         };
+    // Boxed, as every stage below that not every connection reaches: a task's
+    // future is allocated whole for its life, so an idle plain-text connection
+    // would otherwise hold the TLS handshake's state too (docs/PERFORMANCE.md).
+    Box::pin(terminate_tls(client, head, facts, (snapshot, plan, spawner), report)).await
+}
+
+/// Terminate TLS on `client` (its ClientHello already read, in `head`) and
+/// serve what comes inside.
+async fn terminate_tls(
+    client: TcpStream,
+    head: Vec<u8>,
+    mut facts: ConnFacts,
+    (snapshot, plan, spawner): (&Arc<Snapshot>, &Arc<ListenerPlan>, &Spawner),
+    mut report: Report,
+) -> Report {
     let Some(tls) = &plan.tls else {
         let why = "the sniff plugin chose terminate-tls, but this listener has no certificates";
         return report.ended(Outcome::Misrouted(why.into()));

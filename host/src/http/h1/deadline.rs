@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
@@ -30,20 +30,36 @@ impl Deadline {
     /// Run `work` with `limit` to finish, counted from now. The timer is
     /// set only if `work` cannot finish at once: a head already read (the
     /// first request of most connections) costs no trip to the timer wheel.
-    pub async fn within<F: Future>(&mut self, limit: Duration, work: F) -> Result<F::Output, Elapsed> {
-        let deadline = Instant::now() + limit;
-        let mut work = std::pin::pin!(work);
-        let mut armed = false;
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(done) = work.as_mut().poll(cx) {
-                return Poll::Ready(Ok(done));
-            }
-            if !armed {
-                self.sleep.as_mut().reset(deadline);
-                armed = true;
-            }
-            self.sleep.as_mut().poll(cx).map(|()| Err(Elapsed))
-        })
-        .await
+    pub fn within<F: Future>(&mut self, limit: Duration, work: F) -> Within<'_, F> {
+        Within { work, sleep: &mut self.sleep, deadline: Instant::now() + limit, armed: false }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Deadline::within`]'s future. A struct rather than an `async fn`: an
+    /// `async fn` would keep `work` twice in its state (the argument and the
+    /// pinned copy it polls), and every connection's task holds that state.
+    pub struct Within<'a, F> {
+        #[pin]
+        work: F,
+        sleep: &'a mut Pin<Box<Sleep>>,
+        deadline: Instant,
+        armed: bool,
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(done) = this.work.poll(cx) {
+            return Poll::Ready(Ok(done));
+        }
+        if !*this.armed {
+            this.sleep.as_mut().reset(*this.deadline);
+            *this.armed = true;
+        }
+        this.sleep.as_mut().poll(cx).map(|()| Err(Elapsed))
     }
 }
