@@ -311,6 +311,22 @@ async fn one_port_serves_http_and_https() {
 }
 
 #[tokio::test]
+async fn an_http10_request_inside_tls_is_answered_in_http10_and_closed() {
+    let w = world().await;
+    let mut tls = handshake(&w.pki.client(&[]), &w.proxy, "main", "a.test").await;
+    tls.write_all(b"GET /old HTTP/1.0\r\nHost: a.test\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    // The proxy closes after an HTTP/1.0 answer: read_to_end returns.
+    let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection was not closed after the answer");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.0 200 "), "{answer}");
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    assert_eq!(field(body, "x-forwarded-proto"), Some("https"), "{answer}");
+    assert_eq!(field(body, "path"), Some("/old"), "{answer}");
+}
+
+#[tokio::test]
 async fn flash_policy_inside_tls() {
     let w = world().await;
     let mut tls = handshake(&w.pki.client(&[]), &w.proxy, "main", "a.test").await;
