@@ -20,10 +20,16 @@ const MAX_IDLE_PER_SERVER: usize = 64;
 /// Most spare read buffers kept per thread.
 const MAX_SPARE_BUFFERS: usize = 64;
 
+/// What a client's write buffer starts with, and the most a kept one may hold.
+const WRITE_BUFFER: usize = 1024;
+const MAX_KEPT_WRITE_BUFFER: usize = 4 * 1024;
+
 thread_local! {
     static IDLE: RefCell<HashMap<SocketAddr, Vec<TcpStream>>> = RefCell::new(HashMap::new());
     /// Read buffers of finished backend exchanges, for the next ones.
     static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// Write buffers of answered requests: an idle client connection holds none.
+    static SPARE_WRITE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A read buffer for a backend exchange (one used before, when there is one).
@@ -35,6 +41,21 @@ pub fn buffer() -> Vec<u8> {
 pub fn give_back(buffer: Vec<u8>) {
     SPARE.with_borrow_mut(|spare| {
         if spare.len() < MAX_SPARE_BUFFERS && buffer.len() <= 64 * 1024 {
+            spare.push(buffer);
+        }
+    });
+}
+
+/// An empty write buffer for one request's answer.
+pub fn write_buffer() -> Vec<u8> {
+    SPARE_WRITE.with_borrow_mut(Vec::pop).unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER))
+}
+
+/// Give a write buffer back once the answer is out (one that grew large is freed).
+pub fn give_back_write_buffer(mut buffer: Vec<u8>) {
+    buffer.clear();
+    SPARE_WRITE.with_borrow_mut(|spare| {
+        if spare.len() < MAX_SPARE_BUFFERS && buffer.capacity() <= MAX_KEPT_WRITE_BUFFER {
             spare.push(buffer);
         }
     });

@@ -33,14 +33,11 @@ where
     let config = &stage.plan.config;
     let (prefix, stream) = io.into_parts();
     let mut client = Buffered::new(stream, prefix);
-    let mut out = Vec::with_capacity(1024);
     let mut deadlines = Deadlines { head: Deadline::new(), response: Deadline::new() };
     loop {
-        // Waiting for the next request holds only small buffers (issue 19).
+        // Waiting for the next request holds only small buffers (issue 19):
+        // the read buffer, shrunk if it grew; the write buffer is the thread's.
         client.release();
-        if out.capacity() > 4 * 1024 {
-            out = Vec::with_capacity(1024);
-        }
         let next = next_request(&mut client, config.max_header_bytes);
         let head = match deadlines.head.within(config.header_timeout, next).await {
             Err(_) => return Served::Done(Err("read header from client timeout".into())),
@@ -64,7 +61,10 @@ where
             }
             Ok(Err(Refused::Io(e))) => return Served::Done(Err(e)),
         };
-        match request(stage, &mut client, head, &mut out, &mut deadlines.response).await {
+        let mut out = pool::write_buffer();
+        let served = request(stage, &mut client, head, &mut out, &mut deadlines.response).await;
+        pool::give_back_write_buffer(out);
+        match served {
             Ok(true) => {}
             Ok(false) => {
                 let _ = client.io.shutdown().await;
