@@ -7,35 +7,9 @@
 mod common;
 
 use common::raw_http::*;
-use common::*;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-async fn proxy_for(backend: SocketAddr) -> Proxy {
-    Proxy::start(&format!(
-        r#"
-[[listeners]]
-name = "main"
-bind = "127.0.0.1:0"
-sniff = "sniff"
-route = "path"
-
-[backends.b]
-servers = ["{backend}"]
-
-[plugins.sniff]
-builtin = "sniff"
-
-[plugins.path]
-builtin = "path"
-[plugins.path.settings]
-default-backend = "b"
-"#
-    ))
-    .await
-}
 
 /// Answers by path: `/chunked` in chunks, `/to-close` without a length
 /// (then closes), anything else with a Content-Length.

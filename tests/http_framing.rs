@@ -9,7 +9,6 @@ mod common;
 
 use common::raw_http::*;
 use common::*;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -17,31 +16,6 @@ use tokio::io::AsyncWriteExt;
 /// The request's path, from its request line.
 fn path_of(request: &[u8]) -> String {
     String::from_utf8_lossy(request).split(' ').nth(1).unwrap_or("").to_string()
-}
-
-async fn proxy_for(backend: SocketAddr) -> Proxy {
-    Proxy::start(&format!(
-        r#"
-[[listeners]]
-name = "main"
-bind = "127.0.0.1:0"
-sniff = "sniff"
-route = "path"
-header-timeout = "5s"
-
-[backends.b]
-servers = ["{backend}"]
-
-[plugins.sniff]
-builtin = "sniff"
-
-[plugins.path]
-builtin = "path"
-[plugins.path.settings]
-default-backend = "b"
-"#
-    ))
-    .await
 }
 
 /// Send `request` on a new connection; the one response (if any).

@@ -2,6 +2,7 @@
 //! records exactly what reaches it and answers with exact bytes; the client
 //! reads one response by its framing.
 
+use super::Proxy;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -206,4 +207,30 @@ pub async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
             true
         }
     }
+}
+
+/// The proxy in front of `backend`: the built-in sniff and path plugins, every request to it.
+pub async fn proxy_for(backend: SocketAddr) -> Proxy {
+    Proxy::start(&format!(
+        r#"
+[[listeners]]
+name = "main"
+bind = "127.0.0.1:0"
+sniff = "sniff"
+route = "path"
+header-timeout = "5s"
+
+[backends.b]
+servers = ["{backend}"]
+
+[plugins.sniff]
+builtin = "sniff"
+
+[plugins.path]
+builtin = "path"
+[plugins.path.settings]
+default-backend = "b"
+"#
+    ))
+    .await
 }
