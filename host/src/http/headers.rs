@@ -8,24 +8,65 @@ use http::Request;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
 
-/// Headers that describe one hop, never forwarded.
-const HOP_BY_HOP: &[&str] =
-    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+/// Headers that describe one hop, never forwarded. Names made once: a
+/// `&str` name is parsed into a `HeaderName` on every lookup.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
 
 /// Remove hop-by-hop headers, including every header the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // One pass over the names finds which are present: most requests carry
+    // none, or only `Connection`, and a hashed removal of an absent name
+    // costs about as much as one of a present name.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(at) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << at;
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    if present & 1 != 0 {
+        remove_connection_named(headers);
+    }
+    for (at, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << at) != 0 {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Remove the headers the `Connection` fields name (RFC 9110 section 7.6.1).
+fn remove_connection_named(headers: &mut HeaderMap) {
+    let mut fields = headers.get_all(header::CONNECTION).iter();
+    match (fields.next().cloned(), fields.next()) {
+        // The usual single field: each name removed by lookup, none copied.
+        (Some(only), None) => {
+            for name in only.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if let Ok(name) = std::str::from_utf8(name)
+                    && !name.is_empty()
+                {
+                    headers.remove(name);
+                }
+            }
+        }
+        _ => {
+            let named: Vec<HeaderName> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+                .collect();
+            for name in named {
+                headers.remove(name);
+            }
+        }
     }
 }
 
@@ -179,6 +220,28 @@ mod tests {
         let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, ["host", "x-kept"]);
+    }
+
+    #[test]
+    fn names_from_every_connection_field_go_in_any_case() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "X-One , ,"),
+            ("connection", "x-two"),
+            ("x-one", "1"),
+            ("x-two", "2"),
+            ("te", "trailers"),
+            ("x-kept", "yes"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+        // No hop-by-hop field at all: nothing moves.
+        let mut plain = HeaderMap::new();
+        plain.append("host", HeaderValue::from_static("a.test"));
+        remove_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 1);
     }
 
     #[test]

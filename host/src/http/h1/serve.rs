@@ -5,7 +5,7 @@
 use super::deadline::Deadline;
 use super::exchange::{self, Answered};
 use super::framing::{self, RelayError};
-use super::parse::{self, Body, HeadError, MAX_HEADERS, RequestHead};
+use super::parse::{self, Body, HeadError, RequestHead};
 use super::{Buffered, Sink, pool};
 use crate::access_log::{RequestHead as AccessHead, Served as AccessServed, request_id};
 use crate::http::{HttpStage, RequestLog, decide};
@@ -297,10 +297,10 @@ fn synthetic_head(out: &mut Vec<u8>, response: &Response<()>, length: usize, rep
 /// (and those `Connection` names) removed, the sticky cookie and request id
 /// added, framing for the client's connection.
 fn response_head(out: &mut Vec<u8>, raw: &[u8], body: Body, (cookie, id): (Option<&str>, &HeaderValue), reply: Reply) {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
+    let mut slots = parse::field_slots();
+    let mut parsed = httparse::Response::new(&mut []);
     // Parsed once already: it cannot fail now.
-    let _ = parsed.parse(raw);
+    let _ = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, raw, &mut slots);
     let status = parsed.code.unwrap_or(502);
     reply.status_line(out);
     super::push_decimal(out, u64::from(status));

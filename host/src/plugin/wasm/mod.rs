@@ -139,10 +139,13 @@ impl Runtime {
                 .table_keep_resident(KEEP_RESIDENT);
         }
         let mut config = wasmtime::Config::new();
-        config
-            .consume_fuel(true)
-            .max_wasm_stack(512 << 10)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config.consume_fuel(true).max_wasm_stack(512 << 10);
+        // The pool reserves terabytes of address space up front, which
+        // valgrind cannot map: `SLUICE_WASM_ON_DEMAND=1` allocates instances
+        // one by one instead, for profiling under callgrind (docs/PERFORMANCE.md).
+        if std::env::var_os("SLUICE_WASM_ON_DEMAND").is_none() {
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("creating the wasm engine: {e}"))?;
         Ok(Self { engine, compiled: Arc::default(), log_target: LogTarget::Tracing })
     }

@@ -13,7 +13,21 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 
 thread_local! {
-    static REQUEST: RefCell<wit_route::Request> = RefCell::new(empty());
+    static REQUEST: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// The record, and the addresses its text fields were last written from:
+/// the local address rarely changes between calls, nor does the client's
+/// on a keep-alive connection, so neither is formatted again.
+struct Scratch {
+    record: wit_route::Request,
+    written: Option<(SocketAddr, SocketAddr)>,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch { record: empty(), written: None }
+    }
 }
 
 /// Call `f` with `request` as the plugin sees it: the connection facts and
@@ -25,15 +39,15 @@ pub fn with_request<T>(
     f: impl FnOnce(&wit_route::Request) -> T,
 ) -> T {
     REQUEST.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut record) => {
-            fill(&mut record, conn, request, interest);
-            f(&record)
+        Ok(mut scratch) => {
+            scratch.fill(conn, request, interest);
+            f(&scratch.record)
         }
         // A call inside a call on this thread (none today): a record of its own.
         Err(_) => {
-            let mut record = empty();
-            fill(&mut record, conn, request, interest);
-            f(&record)
+            let mut scratch = Scratch::default();
+            scratch.fill(conn, request, interest);
+            f(&scratch.record)
         }
     })
 }
@@ -55,6 +69,23 @@ fn empty() -> wit_route::Request {
     }
 }
 
+impl Scratch {
+    fn fill(&mut self, conn: &ConnFacts, request: &RouteRequest, interest: &HeaderInterest) {
+        fill(&mut self.record, conn, request, interest);
+        let facts = &mut self.record.conn;
+        let (client, local) = self.written.get_or_insert((conn.client_addr, conn.local_addr));
+        if *client != conn.client_addr || facts.client_addr.is_empty() {
+            set_addr(&mut facts.client_addr, conn.client_addr);
+            *client = conn.client_addr;
+        }
+        if *local != conn.local_addr || facts.local_addr.is_empty() {
+            set_addr(&mut facts.local_addr, conn.local_addr);
+            *local = conn.local_addr;
+        }
+    }
+}
+
+/// Everything but the two addresses (see [`Scratch::fill`]).
 fn fill(record: &mut wit_route::Request, conn: &ConnFacts, request: &RouteRequest, interest: &HeaderInterest) {
     set(&mut record.method, &request.method);
     set(&mut record.path, &request.path);
@@ -75,8 +106,6 @@ fn fill(record: &mut wit_route::Request, conn: &ConnFacts, request: &RouteReques
     let facts = &mut record.conn;
     set_option(&mut facts.tenant, conn.tenant.as_deref());
     set(&mut facts.listener, conn.listener.as_str());
-    set_addr(&mut facts.client_addr, conn.client_addr);
-    set_addr(&mut facts.local_addr, conn.local_addr);
     // Only on TLS connections, and small: rebuilt.
     facts.tls = super::wit_tls(conn);
     facts.hello = super::wit_hello(conn);
@@ -121,18 +150,22 @@ mod tests {
             authority: None,
             headers: vec![header("cookie", "b=2")],
         };
-        let mut record = empty();
-        fill(&mut record, &conn, &first, &HeaderInterest::All);
-        assert_eq!(record.headers.len(), 3);
+        let mut scratch = Scratch::default();
+        scratch.fill(&conn, &first, &HeaderInterest::All);
+        assert_eq!(scratch.record.headers.len(), 3);
+        assert_eq!(scratch.record.conn.client_addr, "127.0.0.1:0");
         conn.tenant = Some("acme".into());
-        fill(&mut record, &conn, &second, &HeaderInterest::All);
+        conn.client_addr = "[::1]:4321".parse().unwrap();
+        scratch.fill(&conn, &second, &HeaderInterest::All);
+        let record = &scratch.record;
         assert_eq!((record.method.as_str(), record.path.as_str(), record.authority.as_deref()), ("GET", "/", None));
         assert_eq!(record.headers.len(), 1);
         assert_eq!((record.headers[0].name.as_str(), record.headers[0].value.as_slice()), ("cookie", &b"b=2"[..]));
         assert_eq!((record.conn.listener.as_str(), record.conn.tenant.as_deref()), ("public", Some("acme")));
+        assert_eq!((record.conn.client_addr.as_str(), record.conn.local_addr.as_str()), ("[::1]:4321", "127.0.0.1:0"));
         let only_host = HeaderInterest::Only(vec!["host".into()]);
-        fill(&mut record, &conn, &first, &only_host);
-        assert_eq!(record.headers.len(), 1);
-        assert_eq!(record.headers[0].name, "host");
+        scratch.fill(&conn, &first, &only_host);
+        assert_eq!(scratch.record.headers.len(), 1);
+        assert_eq!(scratch.record.headers[0].name, "host");
     }
 }
