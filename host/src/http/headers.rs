@@ -6,6 +6,7 @@ use crate::config::ForwardedHeaders;
 use crate::plugin::{ConnFacts, HeaderInterest, RouteRequest};
 use http::Request;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 /// Headers that describe one hop, never forwarded. Names made once: a
@@ -139,6 +140,29 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+thread_local! {
+    /// The last client address made into an `X-Forwarded-For` value on this
+    /// worker: requests from one client, or one load balancer, share it.
+    static LAST_FORWARDED_FOR: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// `ip` as a header value, made once for a run of requests from one address.
+fn forwarded_for(ip: IpAddr) -> Option<HeaderValue> {
+    LAST_FORWARDED_FOR.with_borrow_mut(|last| {
+        if let Some((seen, value)) = last.as_ref()
+            && *seen == ip
+        {
+            return Some(value.clone());
+        }
+        let mut text = Vec::with_capacity(46);
+        crate::text::push_ip(&mut text, ip);
+        // A boxed slice becomes `Bytes` as it is; clones then share it.
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(text.into_boxed_slice())).ok()?;
+        *last = Some((ip, value.clone()));
+        Some(value)
+    })
+}
+
 /// Add the client-address and protocol headers `forwarded` asks for.
 pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnFacts, host: Option<&str>, forwarded: ForwardedHeaders) {
     let client_ip = conn.client_addr.ip();
@@ -146,14 +170,8 @@ pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnFacts, host: Option<&st
     if forwarded.x_forwarded_for {
         if headers.contains_key(&X_FORWARDED_FOR) {
             append_list(headers, X_FORWARDED_FOR, &client_ip.to_string());
-        } else {
-            // The common case, on every request: one allocation (a boxed
-            // slice becomes `Bytes` as it is; a `Vec` with spare room would not).
-            let mut ip = Vec::with_capacity(46);
-            crate::text::push_ip(&mut ip, client_ip);
-            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.into_boxed_slice())) {
-                headers.insert(X_FORWARDED_FOR, value);
-            }
+        } else if let Some(value) = forwarded_for(client_ip) {
+            headers.insert(X_FORWARDED_FOR, value);
         }
     }
     if forwarded.x_forwarded_proto {
@@ -242,6 +260,17 @@ mod tests {
         plain.append("host", HeaderValue::from_static("a.test"));
         remove_hop_by_hop(&mut plain);
         assert_eq!(plain.len(), 1);
+    }
+
+    #[test]
+    fn forwarded_for_names_each_request_s_own_client() {
+        let only_for = ForwardedHeaders { x_forwarded_for: true, ..ForwardedHeaders::default() };
+        for client in ["127.0.0.1:1", "127.0.0.1:2", "[::1]:3", "127.0.0.2:4", "127.0.0.2:5"] {
+            let mut headers = HeaderMap::new();
+            add_forwarded(&mut headers, &conn(client), None, only_for);
+            let ip = client.parse::<std::net::SocketAddr>().unwrap().ip().to_string();
+            assert_eq!(headers["x-forwarded-for"], ip.as_str());
+        }
     }
 
     #[test]

@@ -95,11 +95,17 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     // The lean path writes its own framing header.
     headers.remove(header::CONTENT_LENGTH);
     let path = to.rewrite_path.as_deref().or(request.uri().path_and_query().map(|p| p.as_str())).unwrap_or("/");
-    match path.parse::<Uri>() {
-        Ok(uri) if uri.scheme().is_none() && uri.authority().is_none() => {}
-        _ => {
-            log.detail = Some(format!("invalid path `{path}`"));
-            return Err(error_response(StatusCode::BAD_GATEWAY, "the route plugin rewrote the path to an invalid one"));
+    // The request's own target was checked when its head was parsed; only a rewrite is checked here.
+    if to.rewrite_path.is_some() {
+        match path.parse::<Uri>() {
+            Ok(uri) if uri.scheme().is_none() && uri.authority().is_none() => {}
+            _ => {
+                log.detail = Some(format!("invalid path `{path}`"));
+                return Err(error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "the route plugin rewrote the path to an invalid one",
+                ));
+            }
         }
     }
     let head = write_head(&request, path, body);
@@ -127,6 +133,8 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
         head_request: request.method() == Method::HEAD,
         proxy_header: proxy_header.as_deref(),
     };
+    // The head is written: the next request on this worker reuses the map.
+    pool::give_back_header_map(std::mem::take(request.headers_mut()));
     let timeout = config.response_timeout;
     let (response, server, guard, connection, poolable, bytes_in) =
         match deadline.within(timeout, attempt.send(client, (&order, keyed))).await {
@@ -174,8 +182,8 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// The request head as the backend gets it.
-fn write_head(request: &Request<()>, path: &str, body: Body) -> Vec<u8> {
-    let mut head = Vec::with_capacity(512);
+fn write_head(request: &Request<()>, path: &str, body: Body) -> pool::SpareWrite {
+    let mut head = pool::SpareWrite::new();
     head.extend_from_slice(request.method().as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(path.as_bytes());

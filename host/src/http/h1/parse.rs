@@ -9,7 +9,7 @@
 //! it, as it refuses bare CR, bad whitespace and invalid names or values).
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
 use std::mem::MaybeUninit;
 
@@ -80,7 +80,7 @@ pub fn request(buf: &[u8], max: usize) -> Result<Option<RequestHead>, HeadError>
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| HeadError::Invalid("invalid method"))?;
     // Room for the fields the proxy adds (X-Forwarded-*, the request id)
     // without growing the map.
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 4);
+    let mut headers = super::pool::header_map(parsed.headers.len() + 4);
     // One copy of the head; every value is a slice of it, not an allocation of its own.
     let shared = Bytes::copy_from_slice(&buf[..len]);
     let slice = |part: &[u8]| {

@@ -9,9 +9,11 @@
 //! is taken without a system call, and if the server closed it a moment ago
 //! the exchange fails before any answer and is sent again on a new one.
 
+use http::HeaderMap;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use tokio::net::TcpStream;
 
 /// Most idle connections kept per server on one thread.
@@ -30,6 +32,63 @@ thread_local! {
     static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     /// Write buffers of answered requests: an idle client connection holds none.
     static SPARE_WRITE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// Header maps of forwarded requests, cleared: a new map costs two allocations.
+    static SPARE_MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Most fields a kept header map may have room for (a larger one is freed).
+const MAX_KEPT_MAP: usize = 128;
+
+/// An empty header map with room for `fields` (one used before, when there is one).
+pub fn header_map(fields: usize) -> HeaderMap {
+    match SPARE_MAPS.with_borrow_mut(Vec::pop) {
+        Some(mut map) => {
+            map.reserve(fields);
+            map
+        }
+        None => HeaderMap::with_capacity(fields),
+    }
+}
+
+/// Give a request's header map back once the request is sent.
+pub fn give_back_header_map(mut map: HeaderMap) {
+    if map.capacity() > MAX_KEPT_MAP {
+        return;
+    }
+    map.clear();
+    SPARE_MAPS.with_borrow_mut(|spare| {
+        if spare.len() < MAX_SPARE_BUFFERS {
+            spare.push(map);
+        }
+    });
+}
+
+/// A write buffer that goes back to the worker's spares when dropped.
+pub struct SpareWrite(Vec<u8>);
+
+impl SpareWrite {
+    pub fn new() -> Self {
+        SpareWrite(write_buffer())
+    }
+}
+
+impl Drop for SpareWrite {
+    fn drop(&mut self) {
+        give_back_write_buffer(std::mem::take(&mut self.0));
+    }
+}
+
+impl Deref for SpareWrite {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl DerefMut for SpareWrite {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
 }
 
 /// A read buffer for a backend exchange (one used before, when there is one).
