@@ -10,9 +10,12 @@ use crate::names::{ConnId, ListenerName};
 use crate::plugin::ConnFacts;
 use crate::state::Snapshot;
 use arc_swap::ArcSwap;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -148,12 +151,24 @@ pub async fn accepted_or_back_off(
 }
 
 fn count_connection(listener: &ListenerName, report: &Report) {
-    let listener = listener.to_string();
-    let protocol = report.verdict.to_string();
-    metrics::count("sluice_connections_total", vec![("listener", listener.clone()), ("protocol", protocol)], 1);
+    thread_local! {
+        /// This worker's `sluice_connections_total` handles: building the
+        /// label list to look one up cost four allocations per connection.
+        static CONNECTIONS: RefCell<HashMap<(ListenerName, &'static str), Arc<AtomicU64>>> =
+            RefCell::new(HashMap::new());
+    }
+    CONNECTIONS.with_borrow_mut(|seen| {
+        seen.entry((listener.clone(), report.verdict))
+            .or_insert_with(|| {
+                let labels = vec![("listener", listener.to_string()), ("protocol", report.verdict.to_string())];
+                metrics::counter("sluice_connections_total", labels)
+            })
+            .fetch_add(1, Ordering::Relaxed)
+    });
     if let Outcome::Http { .. } = report.outcome {
         return; // HTTP bodies and tunnels are counted as they flow (see `metrics::http`)
     }
+    let listener = listener.to_string();
     metrics::count(
         "sluice_bytes_total",
         vec![("listener", listener.clone()), ("direction", "in".into())],

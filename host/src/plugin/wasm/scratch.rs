@@ -71,22 +71,50 @@ fn empty() -> wit_route::Request {
 
 impl Scratch {
     fn fill(&mut self, conn: &ConnFacts, request: &RouteRequest, interest: &HeaderInterest) {
-        fill(&mut self.record, conn, request, interest);
-        let facts = &mut self.record.conn;
-        let (client, local) = self.written.get_or_insert((conn.client_addr, conn.local_addr));
-        if *client != conn.client_addr || facts.client_addr.is_empty() {
-            set_addr(&mut facts.client_addr, conn.client_addr);
-            *client = conn.client_addr;
-        }
-        if *local != conn.local_addr || facts.local_addr.is_empty() {
-            set_addr(&mut facts.local_addr, conn.local_addr);
-            *local = conn.local_addr;
-        }
+        fill(&mut self.record, request, interest);
+        fill_connection(&mut self.record.conn, &mut self.written, conn);
     }
 }
 
-/// Everything but the two addresses (see [`Scratch::fill`]).
-fn fill(record: &mut wit_route::Request, conn: &ConnFacts, request: &RouteRequest, interest: &HeaderInterest) {
+thread_local! {
+    static SNIFF_CONNECTION: RefCell<(wit::Connection, Option<(SocketAddr, SocketAddr)>)> =
+        RefCell::new((empty().conn, None));
+}
+
+/// Call `f` with the connection record of a sniff call, refilled in place
+/// like the route request's.
+pub fn with_connection<T>(conn: &ConnFacts, f: impl FnOnce(&wit::Connection) -> T) -> T {
+    SNIFF_CONNECTION.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => {
+            let (record, written) = &mut *scratch;
+            fill_connection(record, written, conn);
+            f(record)
+        }
+        Err(_) => f(&super::wit_connection(conn)),
+    })
+}
+
+/// The connection record; its addresses are formatted only when they
+/// differ from the ones it was last `written` from.
+fn fill_connection(facts: &mut wit::Connection, written: &mut Option<(SocketAddr, SocketAddr)>, conn: &ConnFacts) {
+    set_option(&mut facts.tenant, conn.tenant.as_deref());
+    set(&mut facts.listener, conn.listener.as_str());
+    let (client, local) = written.get_or_insert((conn.client_addr, conn.local_addr));
+    if *client != conn.client_addr || facts.client_addr.is_empty() {
+        set_addr(&mut facts.client_addr, conn.client_addr);
+        *client = conn.client_addr;
+    }
+    if *local != conn.local_addr || facts.local_addr.is_empty() {
+        set_addr(&mut facts.local_addr, conn.local_addr);
+        *local = conn.local_addr;
+    }
+    // Only on TLS connections, and small: rebuilt.
+    facts.tls = super::wit_tls(conn);
+    facts.hello = super::wit_hello(conn);
+}
+
+/// The request's own fields (the connection's: [`fill_connection`]).
+fn fill(record: &mut wit_route::Request, request: &RouteRequest, interest: &HeaderInterest) {
     set(&mut record.method, &request.method);
     set(&mut record.path, &request.path);
     set_option(&mut record.authority, request.authority.as_deref());
@@ -103,12 +131,6 @@ fn fill(record: &mut wit_route::Request, conn: &ConnFacts, request: &RouteReques
         used += 1;
     }
     record.headers.truncate(used);
-    let facts = &mut record.conn;
-    set_option(&mut facts.tenant, conn.tenant.as_deref());
-    set(&mut facts.listener, conn.listener.as_str());
-    // Only on TLS connections, and small: rebuilt.
-    facts.tls = super::wit_tls(conn);
-    facts.hello = super::wit_hello(conn);
 }
 
 fn set(to: &mut String, from: &str) {

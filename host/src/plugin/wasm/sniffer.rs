@@ -6,7 +6,7 @@ use super::host::sniffer_world::exports::sluice::plugin::setup as wit_setup;
 use super::host::sniffer_world::exports::sluice::plugin::sniff::Verdict as WitVerdict;
 use super::host::v0_1::sniffer_world as v0_1;
 use super::host::{HostState, sniffer_world};
-use super::{LoadError, Loaded, Runtime, World, wit_connection, wit_connection_v0_1};
+use super::{LoadError, Loaded, Runtime, World, wit_connection_v0_1};
 use crate::config::PluginLimits;
 use crate::names::{BackendName, PluginName};
 use crate::plugin::{ConnFacts, Manifest, PluginError, Sniffer, Verdict};
@@ -95,10 +95,9 @@ fn classify(
     complete: bool,
 ) -> wasmtime::Result<Verdict> {
     match bindings {
-        SnifferBindings::V0_2(bindings) => {
-            let conn = wit_connection(conn);
-            bindings.sluice_plugin_sniff().call_classify(store, &conn, head, complete).map(Verdict::from)
-        }
+        SnifferBindings::V0_2(bindings) => super::scratch::with_connection(conn, |conn| {
+            bindings.sluice_plugin_sniff().call_classify(store, conn, head, complete).map(Verdict::from)
+        }),
         SnifferBindings::V0_1(bindings) => {
             use v0_1::exports::sluice::plugin::sniff::Verdict as Old;
             let conn = wit_connection_v0_1(conn);
