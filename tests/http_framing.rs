@@ -298,3 +298,21 @@ async fn head_and_bodiless_statuses_end_at_their_head() {
     assert_eq!(statuses, ["200", "204", "304"], "{text}");
     assert!(text.ends_with("\r\n\r\n"), "no body bytes after a bodiless response: {text:?}");
 }
+
+#[tokio::test]
+async fn hop_by_hop_response_fields_stop_at_the_proxy() {
+    let response = b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\n\
+        X-Private: secret\r\nProxy-Connection: keep-alive\r\nTrailer: X-Sum\r\nTE: trailers\r\n\
+        X-Kept: yes\r\nContent-Length: 2\r\n\r\nok"
+        .to_vec();
+    let backend = RawBackend::start(Arc::new(move |_, _, _| Action::Reply(response.clone()))).await;
+    let proxy = proxy_for(backend.addr).await;
+    let got = exchange(&proxy, b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n").await.expect("a response");
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"ok"[..]));
+    let head = got.head.to_ascii_lowercase();
+    let names: Vec<&str> = head.lines().skip(1).filter_map(|line| line.split_once(':')).map(|(n, _)| n).collect();
+    for gone in ["keep-alive", "x-private", "proxy-connection", "trailer", "te"] {
+        assert!(!names.contains(&gone), "{gone} reached the client: {head}");
+    }
+    assert!(head.contains("x-kept: yes"), "{head}");
+}

@@ -10,8 +10,8 @@
 //! the exchange fails before any answer and is sent again on a new one.
 
 use http::HeaderMap;
+use rustc_hash::FxHashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use tokio::net::TcpStream;
@@ -27,7 +27,8 @@ const WRITE_BUFFER: usize = 1024;
 const MAX_KEPT_WRITE_BUFFER: usize = 4 * 1024;
 
 thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<TcpStream>>> = RefCell::new(HashMap::new());
+    /// Keyed by the configured server address (never client input): Fx, not SipHash.
+    static IDLE: RefCell<FxHashMap<SocketAddr, Vec<TcpStream>>> = RefCell::new(FxHashMap::default());
     /// Read buffers of finished backend exchanges, for the next ones.
     static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     /// Write buffers of answered requests: an idle client connection holds none.

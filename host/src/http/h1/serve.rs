@@ -307,18 +307,30 @@ fn response_head(out: &mut Vec<u8>, raw: &[u8], body: Body, (cookie, id): (Optio
     out.push(b' ');
     out.extend_from_slice(parsed.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    // The names `Connection` lists, looked up in place (no list built per response).
+    // The names `Connection` lists: a few kept on the stack, past that looked up in place.
+    let mut listed: [&[u8]; 8] = [&[]; 8];
+    let (mut count, mut more) = (0, false);
+    for field in parsed.headers.iter().filter(|f| f.name.eq_ignore_ascii_case("connection")) {
+        for token in parse::tokens(field.value) {
+            match listed.get_mut(count) {
+                Some(slot) => (*slot, count) = (token, count + 1),
+                None => more = true,
+            }
+        }
+    }
     let named = |name: &[u8]| {
-        parsed
-            .headers
-            .iter()
-            .filter(|f| f.name.eq_ignore_ascii_case("connection"))
-            .flat_map(|f| parse::tokens(f.value))
-            .any(|n| name.eq_ignore_ascii_case(n))
+        listed[..count].iter().any(|n| name.eq_ignore_ascii_case(n))
+            || more
+                && parsed
+                    .headers
+                    .iter()
+                    .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+                    .flat_map(|f| parse::tokens(f.value))
+                    .any(|n| name.eq_ignore_ascii_case(n))
     };
     for f in parsed.headers.iter() {
         let name = f.name.as_bytes();
-        let skip = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+        let skip = is_hop_by_hop(name)
             || named(name)
             || name.eq_ignore_ascii_case(b"x-request-id")
             || (body != Body::None && name.eq_ignore_ascii_case(b"content-length"));
@@ -348,9 +360,19 @@ fn response_head(out: &mut Vec<u8>, raw: &[u8], body: Body, (cookie, id): (Optio
     out.extend_from_slice(b"\r\n");
 }
 
-/// Never passed on (RFC 9110 section 7.6.1), as `headers::remove_hop_by_hop`.
-const HOP_BY_HOP: &[&str] =
-    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+/// Never passed on (RFC 9110 section 7.6.1), as `headers::remove_hop_by_hop`;
+/// sorted by length first, as most fields have a length no such name has.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    let names: &[&[u8]] = match name.len() {
+        2 => &[b"te"],
+        7 => &[b"trailer", b"upgrade"],
+        10 => &[b"connection", b"keep-alive"],
+        16 => &[b"proxy-connection"],
+        17 => &[b"transfer-encoding"],
+        _ => return false,
+    };
+    names.iter().any(|hop| name.eq_ignore_ascii_case(hop))
+}
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
