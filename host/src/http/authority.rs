@@ -41,8 +41,13 @@ pub fn settle<B>(request: &mut Request<B>) -> Result<(), HostError> {
         return Err(HostError::Duplicate);
     }
     // An empty Host names no host: the same as none.
-    let host =
-        host.filter(|v| !v.is_empty()).map(|v| parse(v.to_str().map_err(|_| HostError::Invalid)?)).transpose()?;
+    let host = host.filter(|v| !v.is_empty());
+    // The common case: an origin-form target and one plain Host, which is
+    // then what the backend gets (the full parse below would say the same).
+    if request.uri().authority().is_none() && host.is_some_and(|v| plainly_valid(v.as_bytes())) {
+        return Ok(());
+    }
+    let host = host.map(|v| parse(v.to_str().map_err(|_| HostError::Invalid)?)).transpose()?;
     let target = request.uri().authority().map(|a| parse(a.as_str())).transpose()?;
     let settled = match (target, host) {
         (Some(target), Some(host)) if request.version() == Version::HTTP_2 => {
@@ -66,6 +71,24 @@ pub fn settle<B>(request: &mut Request<B>) -> Result<(), HostError> {
     let value = HeaderValue::from_str(settled.as_str()).map_err(|_| HostError::Invalid)?;
     request.headers_mut().insert(header::HOST, value);
     Ok(())
+}
+
+/// A host that [`parse`] certainly accepts, checked without building an
+/// `Authority` (which copies the text): a DNS name or IPv4 address of
+/// letters, digits, dots and hyphens, and a port of digits that fits in 16
+/// bits. Anything else takes the full parse.
+fn plainly_valid(text: &[u8]) -> bool {
+    let (host, port) = match text.iter().position(|&b| b == b':') {
+        Some(at) => (&text[..at], Some(&text[at + 1..])),
+        None => (text, None),
+    };
+    !host.is_empty()
+        && host.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && port.is_none_or(|port| {
+            (1..=5).contains(&port.len())
+                && port.iter().all(u8::is_ascii_digit)
+                && port.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= u32::from(u16::MAX)
+        })
 }
 
 /// A host without userinfo, with a numeric port if any.
@@ -133,6 +156,56 @@ mod tests {
         assert_eq!(settled(H2, "https://B.test/x", &["b.TEST:443"]), Ok(Some("B.test".into())));
         assert_eq!(settled(Version::HTTP_10, "/x", &[]), Ok(None));
         assert_eq!(settled(Version::HTTP_10, "/x", &[""]), Ok(None));
+    }
+
+    #[test]
+    fn the_quick_check_accepts_only_what_the_full_parse_accepts() {
+        let mut candidates: Vec<String> = [
+            "a.test",
+            "A-B.example:8080",
+            "127.0.0.1",
+            "127.0.0.1:65535",
+            "x:0",
+            "localhost:1",
+            "a..b",
+            "-a-",
+            "a.test:65536",
+            "a.test:99999",
+            "a.test:",
+            ":80",
+            "a.test:8a",
+            "a.test:123456",
+            "[::1]:80",
+            "u@a",
+            "a b",
+            "a_b",
+            "a%41",
+            "a.test:80:81",
+            "",
+            "é.test",
+            "a.test/x",
+            "a.test?",
+        ]
+        .map(String::from)
+        .to_vec();
+        // Every string of up to three characters over an alphabet of the interesting ones.
+        let alphabet = ['a', '1', '.', '-', ':', '@', '[', ']', '%', '_', ' '];
+        for x in alphabet {
+            for y in alphabet {
+                for z in alphabet {
+                    candidates.extend([format!("{x}"), format!("{x}{y}"), format!("{x}{y}{z}")]);
+                }
+            }
+        }
+        let mut quick = 0;
+        for text in &candidates {
+            if plainly_valid(text.as_bytes()) {
+                quick += 1;
+                assert!(parse(text).is_ok(), "{text:?} passed the quick check but not the full parse");
+            }
+        }
+        assert!(quick > 100, "the quick check took {quick} of {} candidates", candidates.len());
+        assert!(plainly_valid(b"a.test:8080") && !plainly_valid(b"a.test:65536") && !plainly_valid(b"u@a.test"));
     }
 
     #[test]

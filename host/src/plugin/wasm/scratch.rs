@@ -1,4 +1,5 @@
-//! The route request record, refilled in place for every call on a thread.
+//! The route request record, and the sniff call's connection record,
+//! refilled in place for every call on a thread.
 //!
 //! wasmtime lowers a request from the bindings' owned record. Building that
 //! record anew for every decision costs a dozen allocations and two address
