@@ -130,8 +130,8 @@ pub fn request(buf: &[u8], max: usize) -> Result<Option<RequestHead>, HeadError>
     Ok(Some(RequestHead { request, body, close, len }))
 }
 
-/// A parsed response head: what the proxy passes on is re-read from `head`
-/// by [`fields`].
+/// A parsed response head: what the proxy passes on is re-read from the
+/// head by `serve::response_head`.
 pub struct ResponseHead {
     pub status: u16,
     pub body: Body,
@@ -155,7 +155,7 @@ pub fn response(buf: &[u8], head_request: bool, max: usize) -> Result<Option<Res
     let mut framing = Framing::default();
     let mut reusable = parsed.version == Some(1);
     // Names compared as bytes: httparse has checked they are tokens, and
-    // nothing here needs a `HeaderName` (the head is re-read by `fields`).
+    // nothing here needs a `HeaderName` (`serve::response_head` re-reads the head).
     for field in parsed.headers.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"connection") && tokens(field.value).any(|t| t.eq_ignore_ascii_case(b"close")) {

@@ -360,8 +360,9 @@ fn response_head(out: &mut Vec<u8>, raw: &[u8], body: Body, (cookie, id): (Optio
     out.extend_from_slice(b"\r\n");
 }
 
-/// Never passed on (RFC 9110 section 7.6.1), as `headers::remove_hop_by_hop`;
-/// sorted by length first, as most fields have a length no such name has.
+/// Never passed on (RFC 9110 section 7.6.1): the names of
+/// `headers::HOP_BY_HOP`, sorted by length first, as most fields have a
+/// length no such name has (a test checks it knows each of them).
 fn is_hop_by_hop(name: &[u8]) -> bool {
     let names: &[&[u8]] = match name.len() {
         2 => &[b"te"],
@@ -379,4 +380,21 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_hop_by_hop;
+    use crate::http::headers::HOP_BY_HOP;
+
+    #[test]
+    fn the_hop_by_hop_check_knows_every_hop_by_hop_name() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name.as_str().as_bytes()), "{name}");
+            assert!(is_hop_by_hop(name.as_str().to_ascii_uppercase().as_bytes()), "{name}");
+        }
+        for other in ["host", "x-te", "content-length", "trailers", "upgrades", ""] {
+            assert!(!is_hop_by_hop(other.as_bytes()), "{other}");
+        }
+    }
 }
